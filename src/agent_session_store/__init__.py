@@ -1,0 +1,43 @@
+"""agent-session-store: conversation history for AI agents, stored through SQLAlchemy.
+
+Start with :class:`SessionStore` (one engine and a pair of tables) and its
+:meth:`SessionStore.session`, which returns a :class:`SQLAlchemySession` satisfying the OpenAI
+Agents SDK's ``Session`` protocol.
+"""
+
+from agent_session_store.errors import (
+    AgentSessionStoreError,
+    DriverNotInstalledError,
+    InvalidIdentifierError,
+    InvalidItemError,
+    SchemaOutOfDateError,
+)
+from agent_session_store.models import (
+    AgentMessage,
+    AgentSession,
+    Base,
+    ModelPair,
+    UTCDateTime,
+    make_models,
+)
+from agent_session_store.session import SessionSettings, SQLAlchemySession
+from agent_session_store.store import SessionStore
+
+__all__ = [
+    "AgentMessage",
+    "AgentSession",
+    "AgentSessionStoreError",
+    "Base",
+    "DriverNotInstalledError",
+    "InvalidIdentifierError",
+    "InvalidItemError",
+    "ModelPair",
+    "SQLAlchemySession",
+    "SchemaOutOfDateError",
+    "SessionSettings",
+    "SessionStore",
+    "UTCDateTime",
+    "make_models",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""What differs between SQLite, PostgreSQL and MySQL/MariaDB, kept in one place.
+
+URL defaults, per-connection SQLite settings, the session-row upsert, and which errors mean
+"the transaction was rolled back by the server; running it again is safe".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import Insert
+
+from agent_session_store.errors import DriverNotInstalledError
+from agent_session_store.models import utcnow
+
+DEFAULT_URL = "sqlite+aiosqlite:///agent_sessions.db"
+
+#: The async driver used when a URL names a backend without one, and the extra installing it.
+_ASYNC_DRIVERS = {
+    "sqlite": ("aiosqlite", "aiosqlite", None),
+    "postgresql": ("asyncpg", "asyncpg", "postgres"),
+    "cockroachdb": ("asyncpg", "asyncpg", "postgres"),
+    "mysql": ("aiomysql", "aiomysql", "mysql"),
+    "mariadb": ("aiomysql", "aiomysql", "mysql"),
+}
+_DRIVER_MODULES = {"aiomysql": "mysql", "asyncmy": "mysql", "asyncpg": "postgres", "psycopg": "postgres"}
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str | URL) -> URL:
+    """Parse ``url``, adding the default async driver when it names none.
+
+    ``postgresql://`` becomes ``postgresql+asyncpg://``, ``mysql://`` ``mysql+aiomysql://`` and
+    ``sqlite://`` ``sqlite+aiosqlite://``; MySQL/MariaDB URLs get ``charset=utf8mb4`` unless
+    they set a charset, so that emoji and other 4-byte characters survive.
+
+    Raises:
+        DriverNotInstalledError: the URL's driver is not importable, naming the extra to install.
+    """
+    parsed = make_url(url)
+    backend, _, driver = parsed.drivername.partition("+")
+    if not driver and backend in _ASYNC_DRIVERS:
+        driver = _ASYNC_DRIVERS[backend][0]
+        parsed = parsed.set(drivername=f"{backend}+{driver}")
+    if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    module = {"aiosqlite": "aiosqlite", "asyncmy": "asyncmy", "aiomysql": "aiomysql"}.get(
+        driver, driver
+    )
+    if module and importlib.util.find_spec(module) is None:
+        extra = _DRIVER_MODULES.get(driver)
+        hint = f'pip install "agent-session-store[{extra}]"' if extra else f"pip install {module}"
+        raise DriverNotInstalledError(
+            f"the database URL needs the {module!r} driver, which is not installed; run: {hint}"
+        )
+    return parsed
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Make every new SQLite connection of ``engine`` wait for locks and use WAL.
+
+    The busy timeout is set first: switching a fresh file to WAL takes an exclusive lock,
+    and without the timeout concurrent first connections fail with "database is locked".
+    """
+    if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _on_sqlite_connect):
+        return
+    event.listen(engine, "connect", _on_sqlite_connect)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()
+        if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL never corrupts the file; a power cut may drop the last commits.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def is_mysql(dialect: Dialect) -> bool:
+    """True for MySQL and MariaDB, whatever driver."""
+    return dialect.name in ("mysql", "mariadb")
+
+
+def touch_session(dialect: Dialect, sessions: Table) -> Insert:
+    """``INSERT`` the session row, or bump ``updated_at`` if it exists.
+
+    On PostgreSQL and MySQL/MariaDB the conflict update also locks the row until commit, which
+    is what keeps concurrent ``add_items`` batches on one session contiguous.
+    """
+    if is_mysql(dialect):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        my_stmt = mysql_insert(sessions)
+        return my_stmt.on_duplicate_key_update(updated_at=utcnow())
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg_stmt = pg_insert(sessions)
+        return pg_stmt.on_conflict_do_update(
+            index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
+        )
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite_stmt = sqlite_insert(sessions)
+        return lite_stmt.on_conflict_do_update(
+            index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
+        )
+    raise NotImplementedError(f"dialect {dialect.name!r} is not supported")
+
+
+#: SQLSTATEs after which the server has rolled the whole transaction back.
+_RETRY_SQLSTATES = {"40001", "40P01"}
+#: MySQL/MariaDB error codes with the same meaning: deadlock, lock wait timeout.
+_RETRY_MYSQL_CODES = {1213, 1205}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when ``exc`` means the transaction was rolled back and can safely run again.
+
+    Deadlocks, serialization failures and SQLite's "database is locked" qualify; a lost
+    connection does not, because a commit may have happened before it was lost.
+    """
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _RETRY_MYSQL_CODES:
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "deadlock" in message

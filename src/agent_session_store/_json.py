@@ -1,0 +1,85 @@
+"""Validation and JSON encoding of session ids, items and limits.
+
+Everything here runs before a connection is taken, so bad input never reaches the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from agent_session_store.errors import InvalidItemError
+
+MAX_SESSION_ID_LENGTH = 255
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+encode = _encoder.encode
+decode = json.loads
+DecodeError = json.JSONDecodeError
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is a usable session id, else raise.
+
+    Raises:
+        TypeError: ``session_id`` is not a ``str``.
+        ValueError: it is empty, longer than 255 characters, or contains a NUL character.
+    """
+    if not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
+    if not session_id:
+        raise ValueError("session_id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise ValueError(
+            f"session_id is {len(session_id)} characters long; "
+            f"the limit is {MAX_SESSION_ID_LENGTH}"
+        )
+    if "\x00" in session_id:
+        raise ValueError("session_id must not contain NUL characters")
+    return session_id
+
+
+def check_limit(limit: object) -> int | None:
+    """Return ``limit`` if it is None or a non-negative int, else raise."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return limit
+
+
+def encode_items(items: object) -> list[str]:
+    """Encode every item to compact JSON text, or raise before anything is stored.
+
+    Raises:
+        TypeError: ``items`` is not a list, or one of its elements is not a dict.
+        InvalidItemError: an item holds a value that strict JSON cannot represent.
+    """
+    if not isinstance(items, list):
+        raise TypeError(f"items must be a list of dicts, not {type(items).__name__}")
+    encoded: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
+        try:
+            encoded.append(encode(item))
+        except (TypeError, ValueError) as exc:
+            raise InvalidItemError(f"items[{index}] is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidItemError(f"items[{index}] is nested too deeply to encode") from None
+    return encoded
+
+
+def decode_rows(rows: Iterable[str], on_error: Any) -> list[Any]:
+    """Decode stored JSON texts, calling ``on_error(text)`` for each one that fails."""
+    items: list[Any] = []
+    append = items.append
+    for text in rows:
+        try:
+            append(decode(text))
+        except (DecodeError, TypeError, RecursionError):
+            on_error(text)
+    return items

@@ -1,0 +1,28 @@
+"""Exceptions raised by agent-session-store.
+
+Every exception the library raises on purpose derives from :class:`AgentSessionStoreError`,
+and each also derives from the built-in type a caller would naturally catch (``ValueError``
+for bad input, ``RuntimeError`` for a database in the wrong state).
+"""
+
+from __future__ import annotations
+
+
+class AgentSessionStoreError(Exception):
+    """Base class of every error raised on purpose by agent-session-store."""
+
+
+class InvalidItemError(AgentSessionStoreError, ValueError):
+    """An item cannot be stored as strict JSON (NaN, Infinity, unserialisable values, ...)."""
+
+
+class InvalidIdentifierError(AgentSessionStoreError, ValueError):
+    """A table name is not a plain SQL identifier."""
+
+
+class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
+    """The database schema is behind (or ahead of) the revision this package needs."""
+
+
+class DriverNotInstalledError(AgentSessionStoreError, ImportError):
+    """The async driver named by a database URL is not installed."""

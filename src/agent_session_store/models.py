@@ -1,0 +1,305 @@
+"""Declarative models, column types and naming rules for the two tables.
+
+The default pair, :class:`AgentSession` and :class:`AgentMessage`, lives on this package's
+:class:`Base`. :func:`make_models` builds (once, then caches) a pair with other table names,
+or on a host application's declarative base so that the host's metadata, relationships and
+Alembic autogenerate see our tables. Every foreign key, index and constraint name is derived
+from the configured table names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeEngine
+
+from agent_session_store.errors import InvalidIdentifierError
+
+DEFAULT_SESSIONS_TABLE = "agent_sessions"
+DEFAULT_MESSAGES_TABLE = "agent_messages"
+
+#: Deterministic constraint names on every dialect; Alembic needs them for downgrades.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_MAX_NAME = 63  # PostgreSQL truncates identifiers at 63 bytes; MySQL allows 64.
+
+
+def check_identifier(name: object, what: str = "table name") -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise ``InvalidIdentifierError``."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidIdentifierError(
+            f"{what} {name!r} is not a valid identifier: use letters, digits and underscores, "
+            "start with a letter or underscore, at most 63 characters"
+        )
+    return name
+
+
+def derived_name(*parts: str) -> str:
+    """Join ``parts`` into an identifier, shortened with a stable hash when over 63 chars."""
+    name = "_".join(parts)
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_NAME - 9]}_{digest}"
+
+
+def messages_index_name(messages_table: str) -> str:
+    """Name of the (session_id, id) index: the one the SDK's SQLiteSession creates."""
+    return derived_name("idx", messages_table, "session_id")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every dialect.
+
+    PostgreSQL stores ``TIMESTAMP WITH TIME ZONE``; MySQL/MariaDB ``DATETIME(6)`` and SQLite
+    text hold UTC wall time. Values read back are aware UTC datetimes everywhere, including
+    naive values written by other tools, which are taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass a timezone-aware datetime")
+        value = value.astimezone(timezone.utc)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class utcnow(FunctionElement[datetime]):  # noqa: N801 - reads as a SQL function
+    """The current UTC time, in the column's storage format, on every dialect."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(utcnow)
+def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utcnow, "postgresql")
+def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders them.
+    return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+
+
+@compiles(utcnow, "mysql")
+@compiles(utcnow, "mariadb")
+def _utcnow_mysql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(UTC_TIMESTAMP(6))"
+
+
+#: ``VARCHAR(255)``; binary collation on MySQL/MariaDB so ids compare case-sensitively there too.
+SessionId = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+#: JSON text; ``LONGTEXT`` on MySQL/MariaDB so multi-megabyte items fit.
+MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
+#: ``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias.
+MessageId = BigInteger().with_variant(Integer(), "sqlite")
+
+_TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
+
+
+class Base(DeclarativeBase):
+    """This package's declarative base, used when the host application passes none."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AgentSessionColumns:
+    """Columns of the sessions table; mixed into every generated session model."""
+
+    session_id: Mapped[str] = mapped_column(SessionId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    if TYPE_CHECKING:
+        messages: Mapped[list[Any]]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} session_id={self.session_id!r}>"
+
+
+class AgentMessageColumns:
+    """Columns of the messages table except the foreign key, which needs the sessions name."""
+
+    id: Mapped[int] = mapped_column(
+        MessageId, primary_key=True, autoincrement=True, sort_order=-1
+    )
+    message_data: Mapped[str] = mapped_column(MessageText, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    if TYPE_CHECKING:
+        session_id: Mapped[str]
+        session: Mapped[Any]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
+
+
+class ModelPair(NamedTuple):
+    """The two declarative classes of one configured pair of tables."""
+
+    AgentSession: type[AgentSessionColumns]
+    AgentMessage: type[AgentMessageColumns]
+
+
+_cache: dict[tuple[type[Any], str, str], ModelPair] = {}
+_cache_lock = threading.Lock()
+
+
+def make_models(
+    base: type[Any] | None = None,
+    *,
+    sessions_table: str = DEFAULT_SESSIONS_TABLE,
+    messages_table: str = DEFAULT_MESSAGES_TABLE,
+) -> ModelPair:
+    """Return the declarative model pair for these table names on ``base``.
+
+    Calls with the same arguments return the same classes. With ``base=None`` the default names
+    give this package's :class:`AgentSession`/:class:`AgentMessage`, and other names a pair on
+    a private base of their own, so that ``metadata`` holds exactly the two tables.
+
+    Args:
+        base: A host application's declarative base (``DeclarativeBase`` subclass or
+            ``declarative_base()`` result), or None.
+        sessions_table: Name of the sessions table.
+        messages_table: Name of the messages table.
+
+    Raises:
+        InvalidIdentifierError: a table name is not a plain SQL identifier, or both are equal.
+    """
+    check_identifier(sessions_table, "sessions_table")
+    check_identifier(messages_table, "messages_table")
+    if sessions_table == messages_table:
+        raise InvalidIdentifierError("sessions_table and messages_table must differ")
+    default_names = (sessions_table, messages_table) == (
+        DEFAULT_SESSIONS_TABLE,
+        DEFAULT_MESSAGES_TABLE,
+    )
+    with _cache_lock:
+        key_base: type[Any] = base if base is not None else Base
+        key = (key_base, sessions_table, messages_table)
+        pair = _cache.get(key)
+        if pair is None:
+            if base is None and not default_names:
+                key_base = _private_base()
+            suffix = "" if default_names else f"_{sessions_table}_{messages_table}"
+            pair = _build(key_base, sessions_table, messages_table, suffix)
+            _cache[key] = pair
+        return pair
+
+
+def _private_base() -> type[Any]:
+    class PrivateBase(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    return PrivateBase
+
+
+def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: str) -> ModelPair:
+    session_cls = cast(
+        "type[AgentSessionColumns]",
+        type(
+            f"AgentSession{suffix}",
+            (AgentSessionColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": sessions_table,
+                "__table_args__": dict(_TABLE_OPTIONS),
+            },
+        ),
+    )
+    message_cls = cast(
+        "type[AgentMessageColumns]",
+        type(
+            f"AgentMessage{suffix}",
+            (AgentMessageColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": messages_table,
+                "__table_args__": (
+                    Index(messages_index_name(messages_table), "session_id", "id"),
+                    {"sqlite_autoincrement": True, **_TABLE_OPTIONS},
+                ),
+                "session_id": mapped_column(
+                    SessionId,
+                    ForeignKey(f"{sessions_table}.session_id", ondelete="CASCADE"),
+                    nullable=False,
+                ),
+            },
+        ),
+    )
+    # Assigned after both classes exist: a class object, never a name that another pair of
+    # tables in the same registry could also answer to.
+    setattr(
+        session_cls,
+        "messages",
+        relationship(
+            message_cls,
+            back_populates="session",
+            order_by=message_cls.id,
+            cascade="all, delete-orphan",
+            passive_deletes=True,
+        ),
+    )
+    setattr(message_cls, "session", relationship(session_cls, back_populates="messages"))
+    return ModelPair(session_cls, message_cls)
+
+
+AgentSession, AgentMessage = make_models()

@@ -1,0 +1,174 @@
+"""``SQLAlchemySession``: the OpenAI Agents SDK's ``Session`` protocol over a :class:`SessionStore`.
+
+The class satisfies the protocol structurally, so the SDK is never imported here, and its
+constructor matches the SDK's own ``SQLAlchemySession`` so it can replace it line for line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agent_session_store._json import check_limit, check_session_id
+from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
+from agent_session_store.store import SessionStore
+
+
+@dataclass
+class SessionSettings:
+    """Per-session settings, shaped like the SDK's ``SessionSettings``.
+
+    Used when the caller passes a dict; an SDK ``SessionSettings`` instance is kept as it is.
+    """
+
+    limit: int | None = None
+
+    def resolve(self, override: Any) -> SessionSettings:
+        """A copy with the non-None values of ``override`` (settings object or dict) on top."""
+        if override is None:
+            return self
+        values = override if isinstance(override, Mapping) else vars(override)
+        limit = values.get("limit")
+        return SessionSettings(limit=self.limit if limit is None else limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict."""
+        return asdict(self)
+
+
+def _coerce_settings(value: Any) -> Any:
+    if value is None:
+        return SessionSettings()
+    if isinstance(value, Mapping):
+        return SessionSettings(**value)
+    if not hasattr(value, "limit"):
+        raise TypeError(
+            "session_settings must be a SessionSettings, a dict or None, "
+            f"not {type(value).__name__}"
+        )
+    return value
+
+
+class SQLAlchemySession:
+    """The conversation history of one session, stored through SQLAlchemy.
+
+    Build it from a store (``store.session(id)``), from an engine like the SDK's class, or
+    with :meth:`from_url`. Sessions on the same engine and table names share one store, so
+    statements are built once per store, not once per session.
+
+    Args:
+        session_id: The conversation's id: a non-empty ``str`` of at most 255 characters.
+        engine: An ``AsyncEngine``; the session uses the store shared for it.
+        store: A :class:`SessionStore` to use instead of ``engine``.
+        create_tables: Create the tables (if missing) before the first operation.
+        sessions_table: Sessions table name, with ``engine``.
+        messages_table: Messages table name, with ``engine``.
+        session_settings: The SDK's ``SessionSettings``, a dict such as ``{"limit": 50}``,
+            or None.
+    """
+
+    session_id: str
+    session_settings: Any
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        engine: AsyncEngine | None = None,
+        store: SessionStore | None = None,
+        create_tables: bool = False,
+        sessions_table: str = DEFAULT_SESSIONS_TABLE,
+        messages_table: str = DEFAULT_MESSAGES_TABLE,
+        session_settings: Any = None,
+    ) -> None:
+        self.session_id = check_session_id(session_id)
+        if store is None:
+            if engine is None:
+                raise TypeError("SQLAlchemySession needs engine= or store=")
+            store = SessionStore.shared(
+                engine, sessions_table=sessions_table, messages_table=messages_table
+            )
+        elif engine is not None and engine is not store.engine:
+            raise ValueError("engine= and store= name different engines; pass one of them")
+        self._store = store
+        self._create_tables = create_tables
+        self.session_settings = _coerce_settings(session_settings)
+
+    @classmethod
+    def from_url(
+        cls,
+        session_id: str,
+        *,
+        url: str | URL,
+        engine_kwargs: Mapping[str, Any] | None = None,
+        session_settings: Any = None,
+        **kwargs: Any,
+    ) -> SQLAlchemySession:
+        """A session on a new engine for ``url``, like the SDK's ``from_url``.
+
+        The engine belongs to the caller: dispose it with ``await session.engine.dispose()``.
+        ``kwargs`` takes ``create_tables``, ``sessions_table`` and ``messages_table``.
+        """
+        table_names = {
+            key: kwargs.pop(key) for key in ("sessions_table", "messages_table") if key in kwargs
+        }
+        store = SessionStore(url, engine_kwargs=engine_kwargs, **table_names)
+        return cls(session_id, store=store, session_settings=session_settings, **kwargs)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine under this session."""
+        return self._store.engine
+
+    @property
+    def store(self) -> SessionStore:
+        """The :class:`SessionStore` this session writes through."""
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"<SQLAlchemySession session_id={self.session_id!r} store={self._store!r}>"
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        """Return the history: all items in order, or the latest ``limit`` in chronological order.
+
+        Args:
+            limit: How many of the newest items to return. None uses
+                ``session_settings.limit``, and returns everything when that is None too.
+        """
+        limit = check_limit(limit)
+        if limit is None and self.session_settings is not None:
+            limit = check_limit(self.session_settings.limit)
+        if self._create_tables:
+            await self._ensure_tables()
+        return await self._store.get_items(self.session_id, limit)
+
+    async def add_items(self, items: list[Any]) -> None:
+        """Append ``items`` in one transaction, creating the session if needed.
+
+        Raises:
+            TypeError: ``items`` is not a list of dicts.
+            InvalidItemError: an item cannot be encoded as strict JSON. Nothing is stored.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        await self._store.add_items(self.session_id, items)
+
+    async def pop_item(self) -> Any | None:
+        """Remove and return the newest item, or None if the session is empty."""
+        if self._create_tables:
+            await self._ensure_tables()
+        return await self._store.pop_item(self.session_id)
+
+    async def clear_session(self) -> None:
+        """Delete every item of this session, and the session itself."""
+        if self._create_tables:
+            await self._ensure_tables()
+        await self._store.clear_session(self.session_id)
+
+    async def _ensure_tables(self) -> None:
+        await self._store.create_tables()
+        self._create_tables = False

@@ -1,0 +1,371 @@
+"""``SessionStore``: one engine, one pair of tables, and the statements run against them.
+
+A store builds its SQL once, at construction, and every :class:`SQLAlchemySession` made from
+it reuses those statements. Writes run in one transaction each, retried only after errors
+that mean the server rolled the transaction back, and are shielded from cancellation so a
+cancelled call is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Integer, MetaData, Table, bindparam, delete, insert, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from agent_session_store import _dialect
+from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store.models import (
+    DEFAULT_MESSAGES_TABLE,
+    DEFAULT_SESSIONS_TABLE,
+    AgentMessageColumns,
+    AgentSessionColumns,
+    make_models,
+)
+
+if TYPE_CHECKING:
+    from agent_session_store.session import SQLAlchemySession
+
+logger = logging.getLogger("agent_session_store")
+
+T = TypeVar("T")
+_MAX_ATTEMPTS = 8
+_RETRY = object()  # a pop lost its row to a concurrent popper; look again
+
+
+class SessionStore:
+    """Conversation history in two tables, reached through one async engine.
+
+    Args:
+        engine_or_url: An ``AsyncEngine`` the caller owns, or a database URL (``str`` or
+            ``URL``) for which the store creates and owns an engine. Defaults to the embedded
+            SQLite file ``sqlite+aiosqlite:///agent_sessions.db``.
+        sessions_table: Name of the sessions table.
+        messages_table: Name of the messages table.
+        base: A host application's declarative base to put the models on.
+        engine_kwargs: Extra arguments for ``create_async_engine`` when given a URL.
+
+    Example:
+        >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
+        ...     await store.create_tables()
+        ...     session = store.session("user-42")
+        ...     await session.add_items([{"role": "user", "content": "hi"}])
+    """
+
+    def __init__(
+        self,
+        engine_or_url: AsyncEngine | str | URL | None = None,
+        *,
+        sessions_table: str = DEFAULT_SESSIONS_TABLE,
+        messages_table: str = DEFAULT_MESSAGES_TABLE,
+        base: type[Any] | None = None,
+        engine_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
+        if isinstance(engine_or_url, AsyncEngine):
+            if engine_kwargs:
+                raise TypeError("engine_kwargs only applies when the store is given a URL")
+            engine, self._owns_engine = engine_or_url, False
+        else:
+            url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
+            engine, self._owns_engine = create_async_engine(url, **dict(engine_kwargs or {})), True
+        _dialect.configure_sqlite(engine.sync_engine)
+
+        self._engine = engine
+        self.AgentSession: type[AgentSessionColumns] = models.AgentSession
+        self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
+        self.sessions_table = sessions_table
+        self.messages_table = messages_table
+        # One connection shared by every task (SQLite :memory:) must be used by one at a time.
+        self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        self._tables_ready = False
+        self._tables_lock = asyncio.Lock()
+        self._build_statements(engine)
+
+    def _build_statements(self, engine: AsyncEngine) -> None:
+        s, m = self.sessions, self.messages
+        sid = bindparam("sid")
+        newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
+        newest_first = newest_first.order_by(m.c.id.desc())
+        self._select_all = (
+            select(m.c.message_data).where(m.c.session_id == sid).order_by(m.c.id)
+        )
+        self._select_tail = newest_first.limit(bindparam("lim", type_=Integer))
+        self._select_tail_before = newest_first.where(m.c.id < bindparam("before")).limit(
+            bindparam("lim", type_=Integer)
+        )
+        self._touch = _dialect.touch_session(engine.dialect, s)
+        self._insert = insert(m)
+        self._exists = select(m.c.id).where(m.c.session_id == sid).limit(1)
+        self._delete_messages = delete(m).where(m.c.session_id == sid)
+        self._delete_session = delete(s).where(s.c.session_id == sid)
+        # MySQL/MariaDB refuse a DELETE whose subquery reads the same table: lock, then delete.
+        self._pop_returning = not _dialect.is_mysql(engine.dialect)
+        newest_id = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id.desc()).limit(1)
+        self._pop = (
+            delete(m).where(m.c.id == newest_id.scalar_subquery()).returning(m.c.message_data)
+        )
+        self._select_newest_locked = newest_first.limit(1).with_for_update()
+        self._delete_by_id = delete(m).where(m.c.id == bindparam("row_id"))
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine this store runs on."""
+        return self._engine
+
+    @property
+    def metadata(self) -> MetaData:
+        """The ``MetaData`` holding this store's tables (the host's, on a host base)."""
+        return self.sessions.metadata
+
+    @property
+    def sessions(self) -> Table:
+        """The sessions ``Table``."""
+        return self.AgentSession.__table__  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def messages(self) -> Table:
+        """The messages ``Table``."""
+        return self.AgentMessage.__table__  # type: ignore[attr-defined,no-any-return]
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return (
+            f"<SessionStore url={url!r} sessions_table={self.sessions_table!r} "
+            f"messages_table={self.messages_table!r}>"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def create_tables(self) -> None:
+        """Create this store's two tables and index if missing.
+
+        Idempotent, and safe when many tasks or processes call it at once. Meant for tests and
+        quick starts; production schemas are managed with the shipped Alembic migrations.
+        """
+        if self._tables_ready:
+            return
+        async with self._tables_lock:
+            if self._tables_ready:
+                return
+            tables = [self.sessions, self.messages]
+            for attempt in range(_MAX_ATTEMPTS):
+                try:
+                    async with self._begin() as conn:
+                        await conn.run_sync(self.metadata.create_all, tables=tables)
+                    break
+                except DBAPIError:
+                    # Another process created a table between our check and our CREATE.
+                    if attempt == _MAX_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            self._tables_ready = True
+
+    async def close(self) -> None:
+        """Dispose the engine if the store created it; an engine passed in is left alone."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> SessionStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def session(
+        self, session_id: str, *, session_settings: Any = None
+    ) -> SQLAlchemySession:
+        """Return the Session-protocol object for ``session_id`` on this store."""
+        from agent_session_store.session import SQLAlchemySession
+
+        return SQLAlchemySession(session_id, store=self, session_settings=session_settings)
+
+    # -- connections ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        if self._serial is None:
+            async with self._engine.connect() as conn:
+                yield conn
+        else:
+            async with self._serial, self._engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        if self._serial is None:
+            async with self._engine.begin() as conn:
+                yield conn
+        else:
+            async with self._serial, self._engine.begin() as conn:
+                yield conn
+
+    async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable."""
+        return await _settle(self._retrying(operation))
+
+    async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                async with self._begin() as conn:
+                    return await operation(conn)
+            except DBAPIError as exc:
+                if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
+                    raise
+                logger.debug("retrying a rolled-back transaction: %s", exc.orig)
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # -- the four operations, by session id -------------------------------------------------
+
+    async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
+        """All items of ``session_id`` in order, or the latest ``limit`` in chronological order."""
+        check_session_id(session_id)
+        limit = check_limit(limit)
+        if limit == 0:
+            return []
+        async with self._connect() as conn:
+            if limit is None:
+                result = await conn.execute(self._select_all, {"sid": session_id})
+                return decode_rows(result.scalars(), self._warn_corrupt(session_id))
+            return await self._tail(conn, session_id, limit)
+
+    async def _tail(self, conn: AsyncConnection, session_id: str, limit: int) -> list[Any]:
+        warn = self._warn_corrupt(session_id)
+        wanted = limit
+        rows = (await conn.execute(self._select_tail, {"sid": session_id, "lim": wanted})).all()
+        items = decode_rows((row[1] for row in reversed(rows)), warn)
+        # Undecodable rows are skipped and the limit counts valid items: read further back.
+        while len(items) < limit and len(rows) == wanted:
+            wanted = limit - len(items)
+            params = {"sid": session_id, "lim": wanted, "before": rows[-1][0]}
+            rows = (await conn.execute(self._select_tail_before, params)).all()
+            items[:0] = decode_rows((row[1] for row in reversed(rows)), warn)
+        return items
+
+    async def add_items(self, session_id: str, items: list[Any]) -> None:
+        """Append ``items`` to ``session_id`` atomically, creating the session if needed."""
+        check_session_id(session_id)
+        encoded = encode_items(items)
+        if not encoded:
+            return
+        rows = [{"session_id": session_id, "message_data": text} for text in encoded]
+        params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
+
+        async def add(conn: AsyncConnection) -> None:
+            await conn.execute(self._touch, {"session_id": session_id})
+            await conn.execute(self._insert, params)
+
+        await self._write(add)
+
+    async def pop_item(self, session_id: str) -> Any | None:
+        """Remove and return the newest item of ``session_id``, or None when it has none."""
+        check_session_id(session_id)
+        while True:
+            text = await self._write(lambda conn: self._pop_row(conn, session_id))
+            if text is None:
+                return None
+            if text is _RETRY:
+                continue
+            decoded = decode_rows([text], self._warn_corrupt(session_id))
+            if decoded:
+                return decoded[0]
+            # A corrupt row was removed; the caller wants the newest readable item.
+
+    async def _pop_row(self, conn: AsyncConnection, session_id: str) -> Any:
+        params = {"sid": session_id}
+        if not self._pop_returning:
+            row = (await conn.execute(self._select_newest_locked, params)).first()
+            if row is None:
+                return None
+            await conn.execute(self._delete_by_id, {"row_id": row[0]})
+            return row[1]
+        text = (await conn.execute(self._pop, params)).scalar()
+        if text is not None:
+            return text
+        # Nothing deleted: the session is empty, or a concurrent popper took the row we chose.
+        if (await conn.execute(self._exists, params)).first() is None:
+            return None
+        return _RETRY
+
+    async def clear_session(self, session_id: str) -> None:
+        """Delete ``session_id``'s row and all its items."""
+        check_session_id(session_id)
+
+        async def clear(conn: AsyncConnection) -> None:
+            params = {"sid": session_id}
+            await conn.execute(self._delete_messages, params)
+            await conn.execute(self._delete_session, params)
+
+        await self._write(clear)
+
+    @staticmethod
+    def _warn_corrupt(session_id: str) -> Callable[[str], None]:
+        def warn(text: str) -> None:
+            logger.warning(
+                "skipping an item of session %r that is not valid JSON (%d characters)",
+                session_id,
+                len(text) if isinstance(text, str) else -1,
+            )
+
+        return warn
+
+    # -- sharing between SDK-style sessions -------------------------------------------------
+
+    _shared: weakref.WeakValueDictionary[tuple[int, str, str], SessionStore] = (
+        weakref.WeakValueDictionary()
+    )
+
+    @classmethod
+    def shared(
+        cls,
+        engine: AsyncEngine,
+        *,
+        sessions_table: str = DEFAULT_SESSIONS_TABLE,
+        messages_table: str = DEFAULT_MESSAGES_TABLE,
+    ) -> SessionStore:
+        """The store for this engine and table names, shared while anything uses it."""
+        # The store holds the engine, so the id cannot be reused while the entry lives.
+        key = (id(engine.sync_engine), sessions_table, messages_table)
+        store = cls._shared.get(key)
+        if store is None:
+            store = cls(engine, sessions_table=sessions_table, messages_table=messages_table)
+            cls._shared[key] = store
+        return store
+
+
+async def _settle(operation: Awaitable[T]) -> T:
+    """Await ``operation`` to its end even if the caller is cancelled, then re-raise that.
+
+    A write interrupted half-way would leave its connection mid-transaction; letting it
+    finish makes every call all-or-nothing, as the SDK's own sessions do.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:
+                continue
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the caller's cancellation wins
+        raise
