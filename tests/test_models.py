@@ -196,7 +196,10 @@ async def test_timestamps_are_aware_utc_whatever_the_connection_time_zone(
     @event.listens_for(engine.sync_engine, "connect")
     def set_zone(dbapi_connection: Any, _record: Any) -> None:
         # Every connection of the store writes and reads in a non-UTC time zone.
-        statement = {"mariadb": f"SET time_zone = '{zone}'", "postgresql": f"SET TIME ZONE '{zone}'"}
+        statement = {
+            "mariadb": f"SET time_zone = '{zone}'",
+            "postgresql": f"SET TIME ZONE '{zone}'",
+        }
         if dialect in statement:
             cursor = dbapi_connection.cursor()
             cursor.execute(statement[dialect])

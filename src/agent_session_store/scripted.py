@@ -69,7 +69,7 @@ class ScriptedModel(Model):
             [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
         )
         self.inputs.append(items)
-        last = items[-1] if items else {}
+        last: dict[str, Any] = dict(items[-1]) if items else {}
         if last.get("type") == "function_call_output":
             turn = self._turns[self._next_turn - 1]
             return self._respond(self._message(turn.reply.format(tool_output=last["output"])))
@@ -114,7 +114,11 @@ def get_weather(city: str) -> str:
 
 DEMO_SCRIPT = (
     Turn("Hello! I'm the demo assistant. Ask me about the weather."),
-    Turn("The forecast says {tool_output}. Take an umbrella ☔.", "get_weather", '{"city": "Paris"}'),
+    Turn(
+        "The forecast says {tool_output}. Take an umbrella ☔.",
+        tool="get_weather",
+        arguments='{"city": "Paris"}',
+    ),
     Turn("You asked about Paris: 18 °C and light rain. Anything else?"),
 )
 
