@@ -95,3 +95,18 @@ async def test_sqlite_cold_start_with_fifty_sessions_at_once_never_reports_locke
     starter = _cold_start_one_store if mode == "one_store" else _cold_start_engine_per_session
     results = await starter(path, 50)
     assert results == [[{"n": n}] for n in range(50)]
+
+
+@pytest.mark.sqlite
+async def test_sqlite_file_connections_use_wal_a_busy_timeout_and_foreign_keys(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import text
+
+    async with SessionStore(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}") as store:
+        async with store.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+            timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
+            foreign_keys = (await conn.execute(text("PRAGMA foreign_keys"))).scalar()
+    assert (mode, foreign_keys) == ("wal", 1)
+    assert timeout is not None and timeout >= 5000
