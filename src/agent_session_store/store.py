@@ -40,6 +40,10 @@ logger = logging.getLogger("agent_session_store")
 
 T = TypeVar("T")
 _MAX_ATTEMPTS = 8
+#: A history up to this many items is read in one buffered statement; a longer one is streamed.
+_HEAD = 2_000
+#: Rows per fetch when a full read streams.
+_PAGE = 1_000
 _RETRY = object()  # a pop lost its row to a concurrent popper; look again
 
 
@@ -88,6 +92,14 @@ class SessionStore:
         self.messages_table = messages_table
         # One connection shared by every task (SQLite :memory:) must be used by one at a time.
         self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
+        # trips around a single-statement read or pop that is atomic on its own. Elsewhere that
+        # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
         self._build_statements(engine)
@@ -100,6 +112,8 @@ class SessionStore:
         self._select_all = (
             select(m.c.message_data).where(m.c.session_id == sid).order_by(m.c.id)
         )
+        self._select_head = self._select_all.limit(bindparam("lim", type_=Integer))
+        self._stream_all = self._select_all.execution_options(yield_per=_PAGE)
         self._select_tail = newest_first.limit(bindparam("lim", type_=Integer))
         self._select_tail_before = newest_first.where(m.c.id < bindparam("before")).limit(
             bindparam("lim", type_=Integer)
@@ -209,6 +223,16 @@ class SessionStore:
                 yield conn
 
     @asynccontextmanager
+    async def _connect_single(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for statements each atomic by itself: autocommit where that is cheaper."""
+        if self._autocommit is not None and self._serial is None:
+            async with self._autocommit.connect() as conn:
+                yield conn
+        else:
+            async with self._begin() if write else self._connect() as conn:
+                yield conn
+
+    @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
             async with self._engine.begin() as conn:
@@ -217,14 +241,23 @@ class SessionStore:
             async with self._serial, self._engine.begin() as conn:
                 yield conn
 
-    async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable."""
-        return await _settle(self._retrying(operation))
+    async def _write(
+        self, operation: Callable[[AsyncConnection], Awaitable[T]], *, single: bool = False
+    ) -> T:
+        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable.
 
-    async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        With ``single``, ``operation`` changes data with one statement, which is its own
+        transaction on an autocommit connection where the dialect makes that cheaper.
+        """
+        return await _settle(self._retrying(operation, single))
+
+    async def _retrying(
+        self, operation: Callable[[AsyncConnection], Awaitable[T]], single: bool
+    ) -> T:
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                async with self._begin() as conn:
+                context = self._connect_single(write=True) if single else self._begin()
+                async with context as conn:
                     return await operation(conn)
             except DBAPIError as exc:
                 if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
@@ -241,11 +274,23 @@ class SessionStore:
         limit = check_limit(limit)
         if limit == 0:
             return []
+        warn = self._warn_corrupt(session_id)
+        async with self._connect_single() as conn:
+            if limit is not None:
+                return await self._tail(conn, session_id, limit)
+            params = {"sid": session_id, "lim": _HEAD + 1}
+            head = (await conn.execute(self._select_head, params)).scalars().all()
+            if len(head) <= _HEAD:
+                return decode_rows(head, warn)
+        del head
+        # A long history: stream it, decoding page by page, so that its JSON text and its
+        # decoded items are never in memory at once (one statement, one consistent snapshot).
+        items: list[Any] = []
         async with self._connect() as conn:
-            if limit is None:
-                result = await conn.execute(self._select_all, {"sid": session_id})
-                return decode_rows(result.scalars(), self._warn_corrupt(session_id))
-            return await self._tail(conn, session_id, limit)
+            result = await conn.stream(self._stream_all, {"sid": session_id})
+            async for page in result.scalars().partitions():
+                items += decode_rows(page, warn)
+        return items
 
     async def _tail(self, conn: AsyncConnection, session_id: str, limit: int) -> list[Any]:
         warn = self._warn_corrupt(session_id)
@@ -279,7 +324,9 @@ class SessionStore:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
         check_session_id(session_id)
         while True:
-            text = await self._write(lambda conn: self._pop_row(conn, session_id))
+            text = await self._write(
+                lambda conn: self._pop_row(conn, session_id), single=self._pop_returning
+            )
             if text is None:
                 return None
             if text is _RETRY:
