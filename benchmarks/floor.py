@@ -1,6 +1,7 @@
 """The raw-driver floor: the store's operations written straight on each async driver.
 
-Same schema (this package's models, created by the benchmark), same semantics as the store:
+Same schema (this package's models, created by the benchmark), same JSON codec (this package's,
+so that a faster codec shows in neither ratio), same semantics as the store:
 every write in one transaction that upserts the session row first, reads of one statement,
 ``pop`` as one ``DELETE ... RETURNING`` (or a locked ``SELECT`` + ``DELETE`` on MariaDB), and
 the same SQLite pragmas. Each operation uses the fewest round trips the driver's public API
@@ -12,20 +13,18 @@ The SQL names the floor's own fixed tables; nothing is interpolated.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent_session_store._dialect import SQLITE_BUSY_TIMEOUT_MS
+from agent_session_store._json import decode as _decode
+from agent_session_store._json import encode as _encode
 
 SESSIONS_TABLE = "bench_floor_sessions"
 MESSAGES_TABLE = "bench_floor_messages"
-POOL_SIZE = 15  # what SQLAlchemy's default pool reaches: pool_size 5 + max_overflow 10
-
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_decode = json.loads
+POOL_SIZE = 15  # connections kept open, the same for all three implementations
 
 
 class FloorSession:

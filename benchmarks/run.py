@@ -46,6 +46,9 @@ URL_ENVS = {
 FLOOR_TARGET = {"sqlite": 0.8, "postgresql": 0.8, "mariadb": 0.7}
 SDK_TARGET = {"1": 3.0, "5": 3.0, "6": 3.0}
 SDK_TARGET_DBS = ("sqlite", "postgresql")
+#: Every implementation keeps up to the same number of open connections. SQLAlchemy's default
+#: (5 kept + 10 overflow, closed on return) would reconnect under the concurrent workloads.
+POOL = {"pool_size": floor.POOL_SIZE, "max_overflow": 0}
 
 
 def _tables(prefix: str) -> dict[str, str]:
@@ -81,12 +84,12 @@ async def implementations(db: str, url: str | None, tmp: Path) -> AsyncIterator[
             await drop_bench_tables(url)
             stack.push_async_callback(drop_bench_tables, url)
 
-        store = SessionStore(url_for("ours"), **_tables("ours"))
+        store = SessionStore(url_for("ours"), engine_kwargs=POOL, **_tables("ours"))
         stack.push_async_callback(store.close)
         await store.create_tables()
         ours = Impl("ours", store.session)
 
-        sdk_engine = create_async_engine(url_for("sdk"))
+        sdk_engine = create_async_engine(url_for("sdk"), **POOL)
         stack.push_async_callback(sdk_engine.dispose)
         # The same SQLite pragmas as ours (WAL, synchronous=NORMAL, busy timeout, foreign keys),
         # so that the comparison is of code, not of durability settings.
