@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -40,19 +41,24 @@ _ANSWER = (
 )
 
 
+def _hex(i: int, kind: str, length: int = 48) -> str:
+    """A hex id like the API's (``rs_68a1...``), different per item and kind."""
+    return hashlib.sha256(f"{kind}{i}".encode()).hexdigest()[:length]
+
+
 def turn(n: int | None = None) -> list[dict[str, Any]]:
     """Six items of one agent turn: user, reasoning, function call and output, reasoning, reply."""
     i = next(_counter) if n is None else n
-    call_id = f"call_{i:012d}"
+    call_id = f"call_{_hex(i, 'call', 24)}"
     return [
         {"role": "user", "content": f"{_QUESTION}(turn {i})"},
         {
-            "id": f"rs_{i:024d}",
+            "id": f"rs_{_hex(i, 'rs')}",
             "type": "reasoning",
             "summary": [{"type": "summary_text", "text": _THOUGHT}],
         },
         {
-            "id": f"fc_{i:024d}",
+            "id": f"fc_{_hex(i, 'fc')}",
             "type": "function_call",
             "call_id": call_id,
             "name": "get_weather_forecast",
@@ -61,12 +67,12 @@ def turn(n: int | None = None) -> list[dict[str, Any]]:
         },
         {"type": "function_call_output", "call_id": call_id, "output": json.dumps(_FORECAST)},
         {
-            "id": f"rs_{i:024d}b",
+            "id": f"rs_{_hex(i, 'rs2')}",
             "type": "reasoning",
             "summary": [{"type": "summary_text", "text": "Forecast in hand; answer briefly."}],
         },
         {
-            "id": f"msg_{i:024d}",
+            "id": f"msg_{_hex(i, 'msg')}",
             "type": "message",
             "role": "assistant",
             "status": "completed",
