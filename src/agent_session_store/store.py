@@ -119,6 +119,7 @@ class SessionStore:
             bindparam("lim", type_=Integer)
         )
         self._touch = _dialect.touch_session(engine.dialect, s)
+        self._append = _dialect.append_items(engine.dialect, s, m)
         self._insert = insert(m)
         self._exists = select(m.c.id).where(m.c.session_id == sid).limit(1)
         self._delete_messages = delete(m).where(m.c.session_id == sid)
@@ -310,6 +311,11 @@ class SessionStore:
         check_session_id(session_id)
         encoded = encode_items(items)
         if not encoded:
+            return
+        append = self._append
+        if append is not None:
+            one = {"sid": session_id, "texts": encoded}
+            await self._write(lambda conn: conn.execute(append, one), single=True)
             return
         rows = [{"session_id": session_id, "message_data": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
