@@ -137,6 +137,14 @@ class PostgresFloor:
         "DO UPDATE SET updated_at = now()"
     )
     INSERT = "INSERT INTO bench_floor_messages (session_id, message_data) VALUES ($1, $2)"
+    #: The upsert and the insert in one statement (one round trip), as the store does.
+    APPEND = (
+        "WITH touched AS (INSERT INTO bench_floor_sessions (session_id) VALUES ($1) "
+        "ON CONFLICT (session_id) DO UPDATE SET updated_at = now() RETURNING session_id) "
+        "INSERT INTO bench_floor_messages (session_id, message_data) "
+        "SELECT touched.session_id, item.data FROM touched "
+        "JOIN unnest($2::text[]) WITH ORDINALITY AS item(data, n) ON true ORDER BY item.n"
+    )
     POP = (
         "DELETE FROM bench_floor_messages WHERE id = (SELECT id FROM bench_floor_messages "
         "WHERE session_id = $1 ORDER BY id DESC LIMIT 1) RETURNING message_data"
@@ -165,12 +173,8 @@ class PostgresFloor:
 
     async def add_items(self, session_id: str, items: list[Any]) -> None:
         texts = [_encode(i) for i in items]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(self.TOUCH, session_id)
-            if len(texts) == 1:
-                await conn.execute(self.INSERT, session_id, texts[0])
-            else:
-                await conn.executemany(self.INSERT, [(session_id, t) for t in texts])
+        async with self._pool.acquire() as conn:
+            await conn.execute(self.APPEND, session_id, texts)
 
     async def pop_item(self, session_id: str) -> Any | None:
         async with self._pool.acquire() as conn:
