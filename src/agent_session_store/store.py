@@ -82,7 +82,11 @@ class SessionStore:
             engine, self._owns_engine = engine_or_url, False
         else:
             url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
-            engine, self._owns_engine = create_async_engine(url, **dict(engine_kwargs or {})), True
+            # Every checkout of ours goes through a Connection that commits or rolls back before
+            # returning it, so the pool's own ROLLBACK on return (a round trip on MySQL, a thread
+            # hop on aiosqlite, after every commit) has nothing left to do.
+            kwargs = {"pool_reset_on_return": None, **dict(engine_kwargs or {})}
+            engine, self._owns_engine = create_async_engine(url, **kwargs), True
         _dialect.configure_sqlite(engine.sync_engine)
 
         self._engine = engine
