@@ -27,6 +27,10 @@ MESSAGES_TABLE = "bench_floor_messages"
 POOL_SIZE = 15  # connections kept open, the same for all three implementations
 
 
+async def _no_reset(connection: Any) -> None:
+    return None
+
+
 class FloorSession:
     """One session id on a floor backend, with the Session-protocol methods the workloads use."""
 
@@ -158,7 +162,11 @@ class PostgresFloor:
     async def start(self) -> None:
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=POOL_SIZE)
+        # No reset query on release (asyncpg's default is a round trip per release): every
+        # operation here ends its transaction, as the store's do.
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=POOL_SIZE, reset=_no_reset
+        )
 
     async def close(self) -> None:
         await self._pool.close()
