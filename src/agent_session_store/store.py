@@ -96,6 +96,12 @@ class SessionStore:
         self.messages_table = messages_table
         # One connection shared by every task (SQLite :memory:) must be used by one at a time.
         self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
+        # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
+        # 1 ms growing to 100 ms; other processes still meet the busy timeout.
+        self._one_writer = engine.dialect.name == "sqlite" and self._serial is None
+        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._writer_locks = weakref.WeakKeyDictionary()
         # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
         # trips around a single-statement read or pop that is atomic on its own. Elsewhere that
         # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
@@ -246,6 +252,18 @@ class SessionStore:
             async with self._serial, self._engine.begin() as conn:
                 yield conn
 
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        if not self._one_writer:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._writer_locks.get(loop)
+        if lock is None:
+            lock = self._writer_locks[loop] = asyncio.Lock()
+        async with lock:
+            yield
+
     async def _write(
         self, operation: Callable[[AsyncConnection], Awaitable[T]], *, single: bool = False
     ) -> T:
@@ -262,7 +280,7 @@ class SessionStore:
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 context = self._connect_single(write=True) if single else self._begin()
-                async with context as conn:
+                async with self._writer(), context as conn:
                     return await operation(conn)
             except DBAPIError as exc:
                 if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
