@@ -71,6 +71,8 @@ class SqliteFloor:
         self._idle: asyncio.LifoQueue[Any] = asyncio.LifoQueue()
         self._opened = 0
         self._slots = asyncio.Semaphore(POOL_SIZE)
+        # One writer at a time, queued in the process, as the store does on SQLite.
+        self._writer = asyncio.Lock()
 
     async def _open(self) -> Any:
         import aiosqlite
@@ -105,7 +107,7 @@ class SqliteFloor:
 
     async def add_items(self, session_id: str, items: list[Any]) -> None:
         texts = [_encode(i) for i in items]
-        async with self._conn() as conn:
+        async with self._writer, self._conn() as conn:
             try:
                 await conn.execute(self.TOUCH, (session_id,))
                 if len(texts) == 1:
@@ -118,7 +120,7 @@ class SqliteFloor:
                 raise
 
     async def pop_item(self, session_id: str) -> Any | None:
-        async with self._conn() as conn:
+        async with self._writer, self._conn() as conn:
             try:
                 rows = await conn.execute_fetchall(self.POP, (session_id,))
                 await conn.commit()
