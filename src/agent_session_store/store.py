@@ -13,7 +13,7 @@ import logging
 import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -45,6 +45,7 @@ _HEAD = 2_000
 #: Rows per fetch when a full read streams.
 _PAGE = 1_000
 _RETRY = object()  # a pop lost its row to a concurrent popper; look again
+_UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
 class SessionStore:
@@ -233,15 +234,13 @@ class SessionStore:
             async with self._serial, self._engine.connect() as conn:
                 yield conn
 
-    @asynccontextmanager
-    async def _connect_single(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _connect_single(
+        self, *, write: bool = False
+    ) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for statements each atomic by itself: autocommit where that is cheaper."""
         if self._autocommit is not None and self._serial is None:
-            async with self._autocommit.connect() as conn:
-                yield conn
-        else:
-            async with self._begin() if write else self._connect() as conn:
-                yield conn
+            return self._autocommit.connect()
+        return self._begin() if write else self._connect()
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
@@ -252,17 +251,14 @@ class SessionStore:
             async with self._serial, self._engine.begin() as conn:
                 yield conn
 
-    @asynccontextmanager
-    async def _writer(self) -> AsyncIterator[None]:
+    def _writer(self) -> AbstractAsyncContextManager[Any]:
         if not self._one_writer:
-            yield
-            return
+            return _UNLOCKED
         loop = asyncio.get_running_loop()
         lock = self._writer_locks.get(loop)
         if lock is None:
             lock = self._writer_locks[loop] = asyncio.Lock()
-        async with lock:
-            yield
+        return lock
 
     async def _write(
         self, operation: Callable[[AsyncConnection], Awaitable[T]], *, single: bool = False
