@@ -1,0 +1,368 @@
+"""Store-level operations: list, count, prune, and streaming export and import.
+
+:class:`StoreAdmin` is mixed into :class:`~agent_session_store.SessionStore`; these methods act
+on many sessions at once, where the ``Session``-protocol calls act on one. Export and import
+stream rows in batches, so a history larger than memory moves through in constant space.
+
+Exported records are plain JSON-ready dicts, in session order, each session's items following
+its header::
+
+    {"session": "user-42", "created_at": "2025-01-01T09:00:00+00:00", "updated_at": "..."}
+    {"item": {"role": "user", "content": "Hi"}, "created_at": "2025-01-01T09:00:00+00:00"}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agent_session_store._json import DecodeError, check_session_id, decode, encode
+from agent_session_store.errors import AgentSessionStoreError
+
+T = TypeVar("T")
+Order = Literal["newest", "oldest"]
+Record = dict[str, Any]
+
+_BATCH = 500
+
+
+class InvalidRecordError(AgentSessionStoreError, ValueError):
+    """An import record is not shaped like the records :meth:`StoreAdmin.export_sessions` yields."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One session as :meth:`StoreAdmin.list_sessions` reports it."""
+
+    session_id: str
+    created_at: datetime
+    updated_at: datetime
+    item_count: int
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """A page of sessions and the cursor of the next page (None on the last page)."""
+
+    sessions: list[SessionInfo]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """How many sessions and items :meth:`StoreAdmin.delete_sessions` deleted (or would)."""
+
+    sessions: int
+    items: int
+
+
+@dataclass
+class ImportResult:
+    """What :meth:`StoreAdmin.import_sessions` did, session by session."""
+
+    created: int = 0
+    replaced: int = 0
+    skipped: int = 0
+    items: int = 0
+
+
+class StoreAdmin:
+    """Operations over every session of a store; mixed into ``SessionStore``."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def sessions(self) -> Table:  # noqa: D102 - provided by SessionStore
+            ...
+
+        @property
+        def messages(self) -> Table:  # noqa: D102 - provided by SessionStore
+            ...
+
+        def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+        def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+        async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+
+    async def list_sessions(
+        self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
+    ) -> SessionPage:
+        """A page of sessions with their item counts, by ``updated_at``.
+
+        Pages are keyset-paginated on ``(updated_at, session_id)``: a session written between
+        two calls never makes a page repeat or skip another session.
+
+        Args:
+            limit: Sessions per page, at least 1.
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            order: ``"newest"`` (most recently updated first) or ``"oldest"``.
+
+        Raises:
+            ValueError: a bad ``limit`` or ``order``, or a cursor this method did not make.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        if order not in ("newest", "oldest"):
+            raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
+        s, m = self.sessions, self.messages
+        count = select(func.count(m.c.id)).where(m.c.session_id == s.c.session_id)
+        stmt = select(s.c.session_id, s.c.created_at, s.c.updated_at, count.scalar_subquery())
+        newest = order == "newest"
+        if cursor is not None:
+            after_time, after_id = _decode_cursor(cursor)
+            if newest:
+                later = or_(s.c.updated_at < after_time, and_(
+                    s.c.updated_at == after_time, s.c.session_id < after_id))
+            else:
+                later = or_(s.c.updated_at > after_time, and_(
+                    s.c.updated_at == after_time, s.c.session_id > after_id))
+            stmt = stmt.where(later)
+        keys = (s.c.updated_at, s.c.session_id)
+        stmt = stmt.order_by(*(key.desc() if newest else key.asc() for key in keys))
+        async with self._connect() as conn:
+            rows = (await conn.execute(stmt.limit(limit + 1))).all()
+        page = [SessionInfo(row[0], row[1], row[2], int(row[3])) for row in rows[:limit]]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return SessionPage(page, next_cursor)
+
+    async def count_items(self, session_id: str) -> int:
+        """How many items ``session_id`` holds (0 for an unknown session)."""
+        check_session_id(session_id)
+        m = self.messages
+        stmt = select(func.count(m.c.id)).where(m.c.session_id == session_id)
+        async with self._connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """The session's timestamps and item count, or None if it does not exist."""
+        check_session_id(session_id)
+        s, m = self.sessions, self.messages
+        count = select(func.count(m.c.id)).where(m.c.session_id == s.c.session_id)
+        stmt = select(s.c.session_id, s.c.created_at, s.c.updated_at, count.scalar_subquery())
+        async with self._connect() as conn:
+            row = (await conn.execute(stmt.where(s.c.session_id == session_id))).first()
+        return None if row is None else SessionInfo(row[0], row[1], row[2], int(row[3]))
+
+    async def delete_sessions(
+        self, *, older_than: datetime | timedelta, dry_run: bool = False
+    ) -> PruneResult:
+        """Delete every session not updated since ``older_than``, with its items.
+
+        Args:
+            older_than: A timezone-aware cutoff, or an age such as ``timedelta(days=30)``.
+            dry_run: Only count what would be deleted.
+
+        Sessions go in batches of 500, one transaction each, locking the rows first so a
+        session written to while the prune runs is kept whole.
+        """
+        cutoff = _cutoff(older_than)
+        s, m = self.sessions, self.messages
+        stale = s.c.updated_at < cutoff
+        if dry_run:
+            joined = s.outerjoin(m, m.c.session_id == s.c.session_id)
+            stmt = select(func.count(func.distinct(s.c.session_id)), func.count(m.c.id))
+            async with self._connect() as conn:
+                sessions, items = (await conn.execute(stmt.select_from(joined).where(stale))).one()
+            return PruneResult(int(sessions), int(items))
+        pick = select(s.c.session_id).where(stale).order_by(s.c.session_id).limit(_BATCH)
+
+        async def prune_batch(conn: AsyncConnection) -> tuple[int, int]:
+            ids = list((await conn.execute(pick.with_for_update())).scalars())
+            if not ids:
+                return 0, 0
+            items = await conn.execute(delete(m).where(m.c.session_id.in_(ids)))
+            gone = await conn.execute(delete(s).where(s.c.session_id.in_(ids), stale))
+            return gone.rowcount, items.rowcount
+
+        total_sessions = total_items = 0
+        while True:
+            sessions, items = await self._write(prune_batch)
+            total_sessions, total_items = total_sessions + sessions, total_items + items
+            if sessions < _BATCH:
+                return PruneResult(total_sessions, total_items)
+
+    async def export_sessions(
+        self, session_ids: Iterable[str] | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Record]:
+        """Yield every session (or those in ``session_ids``) and its items as records.
+
+        Rows are streamed from a server-side cursor ``batch_size`` at a time. An item stored
+        as text that is not valid JSON is exported as ``{"raw": text, ...}`` so nothing is lost.
+        The export holds one connection until the iterator is exhausted or closed.
+        """
+        s, m = self.sessions, self.messages
+        stmt = (
+            select(s.c.session_id, s.c.created_at, s.c.updated_at, m.c.message_data,
+                   m.c.created_at.label("item_created_at"), m.c.id)
+            .select_from(s.outerjoin(m, m.c.session_id == s.c.session_id))
+            .order_by(s.c.session_id, m.c.id)
+            .execution_options(yield_per=batch_size)
+        )
+        if session_ids is not None:
+            stmt = stmt.where(s.c.session_id.in_([check_session_id(i) for i in session_ids]))
+        current: str | None = None
+        async with self._connect() as conn:
+            result = await conn.stream(stmt)
+            async for row in result:
+                if row[0] != current:
+                    current = row[0]
+                    yield {"session": row[0], "created_at": _iso(row[1]),
+                           "updated_at": _iso(row[2])}
+                if row[5] is not None:
+                    yield _item_record(row[3], row[4])
+
+    async def import_sessions(
+        self,
+        records: Iterable[Record] | AsyncIterable[Record],
+        *,
+        replace: bool = False,
+        batch_size: int = 1000,
+    ) -> ImportResult:
+        """Write exported records into this store, one transaction per session.
+
+        A session that already exists is skipped, so importing the same records twice
+        changes nothing; with ``replace=True`` its items and timestamps are overwritten.
+        Items are inserted ``batch_size`` at a time as they are read. If the import fails,
+        the session being written is rolled back; running it again finishes the rest.
+
+        Raises:
+            InvalidRecordError: a record is not a session header or an item after one.
+        """
+        source = _as_async(records)
+        s, m = self.sessions, self.messages
+        result = ImportResult()
+        record = await anext(source, None)
+        while record is not None:
+            header = _parse_header(record)
+            session_id = header["session_id"]
+            async with self._begin() as conn:
+                exists = (await conn.execute(
+                    select(s.c.session_id).where(s.c.session_id == session_id).with_for_update()
+                )).first() is not None
+                write = replace or not exists
+                if exists and replace:
+                    await conn.execute(delete(m).where(m.c.session_id == session_id))
+                    await conn.execute(delete(s).where(s.c.session_id == session_id))
+                if write:
+                    await conn.execute(insert(s).values(header))
+                batch: list[Record] = []
+                record = await anext(source, None)
+                while record is not None and not _is_header(record):
+                    if write:
+                        batch.append(_parse_item(record, session_id))
+                        if len(batch) >= batch_size:
+                            await conn.execute(insert(m), batch)
+                            result.items += len(batch)
+                            batch = []
+                    record = await anext(source, None)
+                if batch:
+                    await conn.execute(insert(m), batch)
+                    result.items += len(batch)
+            if not write:
+                result.skipped += 1
+            elif exists:
+                result.replaced += 1
+            else:
+                result.created += 1
+        return result
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _item_record(text: str, created_at: datetime) -> Record:
+    try:
+        return {"item": decode(text), "created_at": _iso(created_at)}
+    except (DecodeError, TypeError, RecursionError):
+        return {"raw": text, "created_at": _iso(created_at)}
+
+
+def _parse_time(value: object, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidRecordError(f"{what} must be an ISO 8601 string, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecordError(f"{what} {value!r} is not an ISO 8601 timestamp") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _parse_header(record: object) -> Record:
+    if not isinstance(record, dict) or "session" not in record:
+        raise InvalidRecordError(
+            f"expected a session record such as {{\"session\": \"id\", ...}}, got {record!r:.80}"
+        )
+    try:
+        session_id = check_session_id(record["session"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecordError(f"bad session id in {record!r:.80}: {exc}") from None
+    return {
+        "session_id": session_id,
+        "created_at": _parse_time(record.get("created_at"), "created_at"),
+        "updated_at": _parse_time(record.get("updated_at"), "updated_at"),
+    }
+
+
+def _is_header(record: object) -> bool:
+    return isinstance(record, dict) and "session" in record
+
+
+def _parse_item(record: object, session_id: str) -> Record:
+    if not isinstance(record, dict):
+        raise InvalidRecordError(f"expected an item record {{\"item\": ...}}, got {record!r:.80}")
+    if "item" in record:
+        try:
+            text = encode(record["item"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidRecordError(f"item of {session_id!r} is not valid JSON: {exc}") from None
+    elif isinstance(record.get("raw"), str):
+        text = record["raw"]
+    else:
+        raise InvalidRecordError(f"expected an item record {{\"item\": ...}}, got {record!r:.80}")
+    return {
+        "session_id": session_id,
+        "message_data": text,
+        "created_at": _parse_time(record.get("created_at"), "item created_at"),
+    }
+
+
+async def _as_async(records: Iterable[Record] | AsyncIterable[Record]) -> AsyncIterator[Record]:
+    if isinstance(records, AsyncIterable):
+        async for record in records:
+            yield record
+    else:
+        for record in records:
+            yield record
+
+
+def _cutoff(older_than: datetime | timedelta) -> datetime:
+    if isinstance(older_than, timedelta):
+        return datetime.now(timezone.utc) - older_than
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            raise ValueError("older_than is a naive datetime; pass a timezone-aware one")
+        return older_than
+    raise TypeError(f"older_than must be a datetime or timedelta, not {type(older_than).__name__}")
+
+
+def _encode_cursor(info: SessionInfo) -> str:
+    raw = json.dumps([_iso(info.updated_at), info.session_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, session_id = json.loads(raw)
+        return datetime.fromisoformat(when), str(session_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError(f"cursor {cursor!r:.40} was not returned by list_sessions") from None
