@@ -77,7 +77,9 @@ def sessions_command(
             return
         console.print(_render.sessions_table(page.sessions))
         if page.next_cursor:
-            console.print(f"more: agent-session-store sessions --cursor {page.next_cursor}")
+            console.print(
+                f"more: agent-session-store sessions --cursor {page.next_cursor}", soft_wrap=True
+            )
 
     run(target, work())
 
@@ -105,7 +107,7 @@ def show_command(target: Target, session_id: str, limit: int | None, as_json: bo
         console.print(
             f"[bold]session {info.session_id}[/bold]: {shown}{info.item_count} items, "
             f"created {_render.when(info.created_at)}, updated {_render.when(info.updated_at)} UTC",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         _render.print_items(console, items, first_number=info.item_count - len(items) + 1)
 
@@ -296,7 +298,7 @@ def demo_command(target: Target, session_id: str) -> None:
             items = await session.get_items()
         console = Console()
         console.print(f"[bold]stored {len(items)} items in session {session_id!r} at "
-                      f"{target.shown_url}[/bold]", highlight=False)
+                      f"{target.shown_url}[/bold]", highlight=False, soft_wrap=True)
         _render.print_items(console, items)
         console.print(f"see it again: agent-session-store show {session_id}", highlight=False)
 
