@@ -31,8 +31,8 @@ ITEMS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(params=SHARED_KINDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(name="url", params=SHARED_KINDS)
+def url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database (SQLite file, PostgreSQL, MariaDB) for command-line tests."""
     url = _url_for(request.param, tmp_path)
     if request.param in SERVER_ENVS:
@@ -40,8 +40,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+@pytest.fixture(name="clean_env", autouse=True)
+def clean_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.delenv("AGENT_SESSION_STORE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     yield

@@ -109,6 +109,7 @@ async def open_store(target: Target, url: str | URL | None = None) -> AsyncItera
 
 
 def has_table(conn: Connection, name: str) -> bool:
+    """True when the database behind ``conn`` has a table called ``name``."""
     return inspect(conn).has_table(name)
 
 
@@ -129,25 +130,37 @@ async def require_schema(store: SessionStore, target: Target) -> None:
             f"no {store.sessions_table!r} table at {target.shown_url}; "
             f"run: agent-session-store upgrade --url '{target.shown_url}'"
         )
-    migrate = _migrate_module()
-    if migrate is not None:
-        await migrate.check(
-            store.engine, sessions_table=store.sessions_table, messages_table=store.messages_table
-        )
+    migrate = migrate_module()
+    # Tables made by create_tables() or the SDK carry no revision: usable, nothing to compare.
+    tables = table_names(store)
+    if migrate is not None and await migrate.current(store.engine, **tables) is not None:
+        await migrate.check(store.engine, **tables)
 
 
 async def prepare_schema(store: SessionStore) -> None:
-    """Bring the tables up to date: the migrations when installed, else ``create_tables``."""
-    migrate = _migrate_module()
+    """Bring the tables up to date: the migrations when installed, else ``create_tables``.
+
+    Tables that exist without a revision (made by ``create_tables`` or the SDK) are left as
+    they are, since migrating them would try to create them again.
+    """
+    migrate = migrate_module()
     if migrate is None:
         await store.create_tables()
-    else:
-        await migrate.upgrade(
-            store.engine, sessions_table=store.sessions_table, messages_table=store.messages_table
-        )
+        return
+    if await migrate.current(store.engine, **table_names(store)) is None:
+        async with store.engine.connect() as conn:
+            if await conn.run_sync(has_table, store.sessions_table):
+                return
+    await migrate.upgrade(store.engine, **table_names(store))
 
 
-def _migrate_module() -> Any:
+def table_names(store: SessionStore) -> dict[str, str]:
+    """The table-name keyword arguments of the migrate API, for ``store``."""
+    return {"sessions_table": store.sessions_table, "messages_table": store.messages_table}
+
+
+def migrate_module() -> Any:
+    """``agent_session_store.migrate``, or None where this build has no migrations."""
     try:
         from agent_session_store import migrate  # type: ignore[attr-defined,unused-ignore]
     except ImportError:

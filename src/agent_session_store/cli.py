@@ -26,11 +26,13 @@ from agent_session_store._cli_base import (
     CommandError,
     Target,
     database_options,
+    migrate_module,
     open_store,
     prepare_schema,
     progress,
     require_schema,
     run,
+    table_names,
 )
 from agent_session_store._sdk_sqlite import open_sdk_file
 from agent_session_store.admin import ImportResult, PruneResult
@@ -309,15 +311,10 @@ def demo_command(target: Target, session_id: str) -> None:
 
 
 def _migrations() -> Any:
-    try:
-        from agent_session_store import migrate  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        raise CommandError("this installation has no migrations module") from None
+    migrate = migrate_module()
+    if migrate is None:
+        raise CommandError("this build has no migrations module (agent_session_store.migrate)")
     return migrate
-
-
-def _tables(store: SessionStore) -> dict[str, str]:
-    return {"sessions_table": store.sessions_table, "messages_table": store.messages_table}
 
 
 @cli.command("upgrade")
@@ -329,8 +326,8 @@ def upgrade_command(target: Target, revision: str) -> None:
 
     async def work() -> str | None:
         async with open_store(target) as store:
-            await migrate.upgrade(store.engine, revision, **_tables(store))
-            return await migrate.current(store.engine, **_tables(store))  # type: ignore[no-any-return]
+            await migrate.upgrade(store.engine, revision, **table_names(store))
+            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
 
     click.echo(f"{target.shown_url} is at revision {run(target, work())}")
 
@@ -344,8 +341,8 @@ def downgrade_command(target: Target, revision: str) -> None:
 
     async def work() -> str | None:
         async with open_store(target) as store:
-            await migrate.downgrade(store.engine, revision, **_tables(store))
-            return await migrate.current(store.engine, **_tables(store))  # type: ignore[no-any-return]
+            await migrate.downgrade(store.engine, revision, **table_names(store))
+            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
 
     click.echo(f"{target.shown_url} is at revision {run(target, work()) or 'base (no tables)'}")
 
@@ -358,7 +355,7 @@ def current_command(target: Target) -> None:
 
     async def work() -> str | None:
         async with open_store(target) as store:
-            return await migrate.current(store.engine, **_tables(store))  # type: ignore[no-any-return]
+            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
 
     revision = run(target, work())
     click.echo(f"current: {revision or 'none (run: agent-session-store upgrade)'}")
@@ -373,7 +370,7 @@ def check_command(target: Target) -> None:
 
     async def work() -> None:
         async with open_store(target) as store:
-            await migrate.check(store.engine, **_tables(store))
+            await migrate.check(store.engine, **table_names(store))
 
     run(target, work())
     click.echo(f"{target.shown_url} is up to date at revision {migrate.head_revision()}")
