@@ -15,13 +15,14 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import Integer, MetaData, Table, bindparam, delete, insert, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import BindParameter
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
@@ -95,7 +96,7 @@ class SessionStore(StoreAdmin):
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
-        sid = bindparam("sid")
+        sid: BindParameter[Any] = bindparam("sid")
         newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
         newest_first = newest_first.order_by(m.c.id.desc())
         self._select_all = (
@@ -330,7 +331,7 @@ class SessionStore(StoreAdmin):
 
     # -- sharing between SDK-style sessions -------------------------------------------------
 
-    _shared: weakref.WeakValueDictionary[tuple[int, str, str], SessionStore] = (
+    _shared: ClassVar[weakref.WeakValueDictionary[tuple[int, str, str], SessionStore]] = (
         weakref.WeakValueDictionary()
     )
 
