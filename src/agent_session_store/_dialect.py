@@ -27,7 +27,9 @@ _ASYNC_DRIVERS = {
     "mysql": ("aiomysql", "aiomysql", "mysql"),
     "mariadb": ("aiomysql", "aiomysql", "mysql"),
 }
-_DRIVER_MODULES = {"aiomysql": "mysql", "asyncmy": "mysql", "asyncpg": "postgres", "psycopg": "postgres"}
+_DRIVER_MODULES = {
+    "aiomysql": "mysql", "asyncmy": "mysql", "asyncpg": "postgres", "psycopg": "postgres"
+}
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
