@@ -5,6 +5,13 @@ Start with :class:`SessionStore` (one engine and a pair of tables) and its
 Agents SDK's ``Session`` protocol.
 """
 
+from agent_session_store.admin import (
+    ImportResult,
+    InvalidRecordError,
+    PruneResult,
+    SessionInfo,
+    SessionPage,
+)
 from agent_session_store.errors import (
     AgentSessionStoreError,
     DriverNotInstalledError,
@@ -29,11 +36,16 @@ __all__ = [
     "AgentSessionStoreError",
     "Base",
     "DriverNotInstalledError",
+    "ImportResult",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "InvalidRecordError",
     "ModelPair",
+    "PruneResult",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
+    "SessionInfo",
+    "SessionPage",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
