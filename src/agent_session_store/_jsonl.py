@@ -31,7 +31,7 @@ def read_records(
     Args:
         stream: The open text file.
         name: The file's name, for error messages.
-        on_line: Called with each line's length in characters (for progress bars).
+        on_line: Called with each line's size in bytes (for progress bars).
 
     Raises:
         InvalidRecordError: the file is not an export of a version this package reads, or a
@@ -40,7 +40,7 @@ def read_records(
     number = 0
     for number, line in enumerate(stream, start=1):
         if on_line is not None:
-            on_line(len(line))
+            on_line(len(line.encode("utf-8")))
         if not line.strip():
             continue
         try:
