@@ -22,7 +22,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.sql.elements import BindParameter
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
@@ -96,7 +95,7 @@ class SessionStore(StoreAdmin):
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
-        sid: BindParameter[Any] = bindparam("sid")
+        sid = bindparam("sid", type_=s.c.session_id.type)
         newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
         newest_first = newest_first.order_by(m.c.id.desc())
         self._select_all = (
