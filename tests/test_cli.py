@@ -17,7 +17,8 @@ from sqlalchemy import update
 
 from agent_session_store import SessionStore
 from agent_session_store.cli import cli
-from conftest import SERVER_ENVS, SHARED_KINDS, _url_for, reset_database
+
+from .conftest import SERVER_ENVS, SHARED_KINDS, _url_for, reset_database
 
 ITEMS: list[dict[str, Any]] = [
     {"role": "user", "content": "What's the weather in Paris?"},

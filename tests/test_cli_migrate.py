@@ -12,7 +12,8 @@ import json
 import pytest
 
 from agent_session_store.errors import SchemaOutOfDateError
-from test_cli import ITEMS, clean_env_fixture, fails, fill, items_of, ok, url_fixture  # noqa: F401 - fixtures used here too
+
+from .test_cli import ITEMS, clean_env_fixture, fails, fill, items_of, ok, url_fixture  # noqa: F401 - fixtures used here too
 
 migrate = pytest.importorskip(
     "agent_session_store.migrate", reason="agent_session_store.migrate is not merged yet"
