@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -298,6 +300,20 @@ def test_demo_defaults_to_the_embedded_sqlite_file(
     assert "sqlite+aiosqlite:///agent_sessions.db" in ok("demo").stdout
     assert (tmp_path / "agent_sessions.db").exists()
     assert "demo" in ok("sessions").stdout
+
+
+def test_the_installed_console_script_runs_the_readme_demo(tmp_path: Path) -> None:
+    pytest.importorskip("agents")
+    script = Path(sys.executable).parent / "agent-session-store"
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable}; install the package")
+    unset = ("AGENT_SESSION_STORE_URL", "OPENAI_API_KEY")
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    done = subprocess.run([str(script), "demo"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "stored 11 items in session 'demo'" in done.stdout
+    assert (tmp_path / "agent_sessions.db").exists()
 
 
 def test_demo_without_the_agents_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
