@@ -10,6 +10,8 @@ import asyncio
 import json
 
 import pytest
+from sqlalchemy import column, table, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_session_store.errors import SchemaOutOfDateError
 
@@ -53,6 +55,30 @@ def test_downgrade_to_base_removes_the_tables_and_sessions_says_to_upgrade(url: 
     fails("sessions", "--url", url, match="run: agent-session-store upgrade --url")
     ok("upgrade", "--url", url)
     assert json.loads(ok("sessions", "--url", url, "--json").stdout)["sessions"] == []
+
+
+def test_sessions_on_a_schema_the_package_does_not_know_is_a_one_line_error(url: str) -> None:
+    ok("upgrade", "--url", url)
+    version = table("agent_sessions_alembic_version", column("version_num"))
+
+    async def tamper() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(update(version).values(version_num="agent_session_store_9999"))
+        await engine.dispose()
+
+    asyncio.run(tamper())
+    fails("sessions", "--url", url, match="database at revision agent_session_store_9999")
+    fails("check", "--url", url, match="database at revision agent_session_store_9999")
+
+
+def test_import_into_sdk_made_tables_adopts_them(url: str) -> None:
+    fill(url, {"s1": ITEMS})  # create_tables(), as the SDK's sessions do: no revision
+    assert "current: none" in ok("current", "--url", url).stdout
+    ok("export", "--url", url, "-o", "s1.jsonl")
+    ok("import", "s1.jsonl", "--url", url)
+    assert f"current: {migrate.head_revision()}" in ok("current", "--url", url).stdout
+    assert items_of(url, "s1") == ITEMS
 
 
 def test_demo_upgrades_an_empty_database_first(url: str) -> None:

@@ -138,20 +138,15 @@ async def require_schema(store: SessionStore, target: Target) -> None:
 
 
 async def prepare_schema(store: SessionStore) -> None:
-    """Bring the tables up to date: the migrations when installed, else ``create_tables``.
+    """Bring the tables to head: the migrations when installed, else ``create_tables``.
 
-    Tables that exist without a revision (made by ``create_tables`` or the SDK) are left as
-    they are, since migrating them would try to create them again.
+    The migrations also adopt tables made by ``create_tables`` or the SDK's sessions.
     """
     migrate = migrate_module()
     if migrate is None:
         await store.create_tables()
-        return
-    if await migrate.current(store.engine, **table_names(store)) is None:
-        async with store.engine.connect() as conn:
-            if await conn.run_sync(has_table, store.sessions_table):
-                return
-    await migrate.upgrade(store.engine, **table_names(store))
+    else:
+        await migrate.upgrade(store.engine, **table_names(store))
 
 
 def table_names(store: SessionStore) -> dict[str, str]:

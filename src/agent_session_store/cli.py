@@ -75,7 +75,7 @@ def sessions_command(
             return
         console = Console()
         if not page.sessions:
-            console.print(f"no sessions at {target.shown_url}")
+            console.print(f"no sessions at {target.shown_url}", soft_wrap=True)
             return
         console.print(_render.sessions_table(page.sessions))
         if page.next_cursor:
