@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert, text, update
 
 from agent_session_store import SessionStore
 from agent_session_store.admin import InvalidRecordError
@@ -179,3 +179,26 @@ async def test_import_rejects_malformed_records_and_rolls_back_that_session(
     assert await store.session_info("x") is None
     with pytest.raises(InvalidRecordError, match="ISO 8601"):
         await store.import_sessions([{"session": "y", "created_at": "yesterday"}])
+
+
+@pytest.mark.sqlite
+async def test_list_sessions_pages_sqlite_files_with_sdk_style_timestamps(tmp_path: Any) -> None:
+    # The SDK's SQLiteSession stores "YYYY-MM-DD HH:MM:SS" (no fraction); ours add microseconds.
+    async with SessionStore(f"sqlite+aiosqlite:///{tmp_path / 'sdk.db'}") as store:
+        await store.create_tables()
+        await fill(store, {f"s{i}": 1 for i in range(5)})
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE agent_sessions SET updated_at = :t WHERE session_id != 's4'"),
+                {"t": "2024-05-01 10:00:00"},
+            )
+        for order in ("newest", "oldest"):
+            seen: list[str] = []
+            cursor = None
+            for _ in range(10):
+                page = await store.list_sessions(limit=1, cursor=cursor, order=order)  # type: ignore[arg-type]
+                seen += [i.session_id for i in page.sessions]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert sorted(seen) == ["s0", "s1", "s2", "s3", "s4"], (order, seen)

@@ -30,6 +30,11 @@ class SQLiteSource(StoreAdmin):
         self._messages: Table = models.AgentMessage.__table__  # type: ignore[attr-defined]
 
     @property
+    def engine(self) -> AsyncEngine:
+        """The read-only engine on the file."""
+        return self._engine
+
+    @property
     def sessions(self) -> Table:
         """The sessions table."""
         return self._sessions

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import String, Table, and_, delete, func, insert, or_, select, type_coerce
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_session_store._json import DecodeError, check_session_id, decode, encode
 from agent_session_store.errors import AgentSessionStoreError
@@ -81,6 +81,10 @@ class StoreAdmin:
     if TYPE_CHECKING:
 
         @property
+        def engine(self) -> AsyncEngine:  # noqa: D102 - provided by SessionStore
+            ...
+
+        @property
         def sessions(self) -> Table:  # noqa: D102 - provided by SessionStore
             ...
 
@@ -113,24 +117,30 @@ class StoreAdmin:
         if order not in ("newest", "oldest"):
             raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
         s, m = self.sessions, self.messages
+        # SQLite keeps timestamps as text, and files written by other tools (the SDK writes
+        # "YYYY-MM-DD HH:MM:SS") differ in format from ours: page on the stored text itself,
+        # so the cursor compares exactly as ORDER BY sorts.
+        raw = self.engine.dialect.name == "sqlite"
+        when: Any = type_coerce(s.c.updated_at, String()) if raw else s.c.updated_at
         count = select(func.count(m.c.id)).where(m.c.session_id == s.c.session_id)
-        stmt = select(s.c.session_id, s.c.created_at, s.c.updated_at, count.scalar_subquery())
+        stmt = select(
+            s.c.session_id, s.c.created_at, s.c.updated_at, count.scalar_subquery(), when
+        )
         newest = order == "newest"
         if cursor is not None:
-            after_time, after_id = _decode_cursor(cursor)
+            after_when, after_id = _decode_cursor(cursor, raw)
             if newest:
-                later = or_(s.c.updated_at < after_time, and_(
-                    s.c.updated_at == after_time, s.c.session_id < after_id))
+                later = or_(when < after_when, and_(when == after_when, s.c.session_id < after_id))
             else:
-                later = or_(s.c.updated_at > after_time, and_(
-                    s.c.updated_at == after_time, s.c.session_id > after_id))
+                later = or_(when > after_when, and_(when == after_when, s.c.session_id > after_id))
             stmt = stmt.where(later)
-        keys = (s.c.updated_at, s.c.session_id)
+        keys = (when, s.c.session_id)
         stmt = stmt.order_by(*(key.desc() if newest else key.asc() for key in keys))
         async with self._connect() as conn:
             rows = (await conn.execute(stmt.limit(limit + 1))).all()
         page = [SessionInfo(row[0], row[1], row[2], int(row[3])) for row in rows[:limit]]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        last = rows[limit - 1] if len(rows) > limit else None
+        next_cursor = None if last is None else _encode_cursor(last[4], last[0])
         return SessionPage(page, next_cursor)
 
     async def count_items(self, session_id: str) -> int:
@@ -354,15 +364,18 @@ def _cutoff(older_than: datetime | timedelta) -> datetime:
     raise TypeError(f"older_than must be a datetime or timedelta, not {type(older_than).__name__}")
 
 
-def _encode_cursor(info: SessionInfo) -> str:
-    raw = json.dumps([_iso(info.updated_at), info.session_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+def _encode_cursor(when: datetime | str, session_id: str) -> str:
+    key = when if isinstance(when, str) else _iso(when)
+    text = json.dumps([key, session_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str, raw: bool) -> tuple[datetime | str, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, session_id = json.loads(raw)
-        return datetime.fromisoformat(when), str(session_id)
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, session_id = json.loads(text)
+        if not isinstance(when, str) or not isinstance(session_id, str):
+            raise TypeError
+        return (when if raw else datetime.fromisoformat(when)), session_id
     except (binascii.Error, ValueError, TypeError):
         raise ValueError(f"cursor {cursor!r:.40} was not returned by list_sessions") from None
