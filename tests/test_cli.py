@@ -219,6 +219,16 @@ def test_import_of_a_file_that_is_not_an_export_is_a_one_line_error(url: str) ->
         '{"format":"agent-session-store","version":1}\n{"session":\n', encoding="utf-8"
     )
     fails("import", "broken.jsonl", "--url", url, match="broken.jsonl:2: not valid JSON")
+    Path("odd.jsonl").write_text(
+        '{"format":"agent-session-store","version":1}\n'
+        '{"session":"s1","created_at":"2024-01-01T00:00:00+00:00",'
+        '"updated_at":"2024-01-01T00:00:00+00:00"}\n'
+        '{"item":{"role":"user","content":"hi"},"created_at":"2024-01-01T00:00:00+00:00"}\n'
+        '{"note":"what is this"}\n',
+        encoding="utf-8",
+    )
+    fails("import", "odd.jsonl", "--url", url, match="odd.jsonl:4: expected an item record")
+    assert json.loads(ok("sessions", "--url", url, "--json").stdout)["sessions"] == []
 
 
 def test_import_sdk_sqlite_copies_an_sdk_file_without_changing_it(

@@ -35,7 +35,7 @@ from agent_session_store._cli_base import (
     table_names,
 )
 from agent_session_store._sdk_sqlite import open_sdk_file
-from agent_session_store.admin import ImportResult, PruneResult
+from agent_session_store.admin import ImportResult, InvalidRecordError, PruneResult
 from agent_session_store.store import SessionStore
 
 
@@ -186,12 +186,22 @@ def import_command(target: Target, file: Path, replace: bool) -> None:
     async def work() -> ImportResult:
         async with open_store(target) as store:
             await prepare_schema(store)
+            line = 0
+
+            def seen(number: int, size: int) -> None:
+                nonlocal line
+                line = number
+                bar.advance(task, size)
+
             with file.open(encoding="utf-8") as stream, progress(Console(stderr=True)) as bar:
                 task = bar.add_task("importing", total=file.stat().st_size)  # noqa: ASYNC240
-                records = _jsonl.read_records(
-                    stream, str(file), lambda size: bar.advance(task, size)
-                )
-                return await store.import_sessions(records, replace=replace)
+                records = _jsonl.read_records(stream, str(file), seen)
+                try:
+                    return await store.import_sessions(records, replace=replace)
+                except _jsonl.InvalidExportFileError:
+                    raise
+                except InvalidRecordError as exc:
+                    raise CommandError(f"{file}:{line}: {exc}") from None
 
     click.echo(_report(run(target, work())))
 
