@@ -207,9 +207,10 @@ def alter_columns(bind: sa.Connection, sessions: str, messages: str) -> None:
                 op.alter_column(
                     table, name, type_=UTCDateTime(), server_default=utcnow(), nullable=False
                 )
-        op.alter_column(
-            messages, "id", type_=MESSAGE_ID, existing_nullable=False, autoincrement=True
-        )
+        # Only MySQL needs to be told again that id is AUTO_INCREMENT; PostgreSQL keeps its
+        # sequence default through the type change.
+        increment = {"autoincrement": True} if is_mysql else {}
+        op.alter_column(messages, "id", type_=MESSAGE_ID, existing_nullable=False, **increment)
         op.alter_column(messages, "message_data", type_=MESSAGE_TEXT, existing_nullable=False)
     finally:
         if is_mysql:
