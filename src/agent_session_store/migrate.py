@@ -4,6 +4,8 @@ Each function takes an ``AsyncEngine`` (left open) or a URL (an engine is made a
 with neither it uses ``AGENT_SESSION_STORE_URL``, else ``sqlite+aiosqlite:///agent_sessions.db``.
 The version row lives in ``<sessions_table>_alembic_version``; :func:`current` and :func:`check`
 also find it in a host application's ``alembic_version`` when our revisions run from there.
+When a host revision depends on ours, Alembic keeps only the host's row: :func:`current` then
+returns None and :func:`check` judges by comparing the tables with the models.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from agent_session_store import _dialect, _migration
+from agent_session_store._migration import migration_lock
 from agent_session_store.errors import SchemaOutOfDateError
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
 
@@ -36,6 +39,7 @@ __all__ = [
     "current",
     "downgrade",
     "head_revision",
+    "migration_lock",
     "upgrade",
 ]
 
@@ -107,6 +111,10 @@ async def check(
     async with _connect(engine_or_url) as conn:
         found = await conn.run_sync(_current_revision, sessions)
         needed = head_revision()
+        if found is None and await conn.run_sync(_host_head_covers_ours, sessions, messages):
+            # A host revision that depends on ours replaces our row in its alembic_version;
+            # without the host's scripts only the schema comparison below can tell.
+            found = needed
         if found != needed:
             raise SchemaOutOfDateError(
                 _out_of_date_message(conn.engine.url, found, needed, sessions, messages)
@@ -117,7 +125,8 @@ async def check(
         raise SchemaOutOfDateError(
             f"the tables {sessions!r} and {messages!r} are at revision {found} but differ from "
             f"the models: {listed}. They were changed outside the migrations; undo those "
-            "changes, or write a revision that makes them (see docs/migrations.md)"
+            "changes, or write a revision that makes them (see docs/migrations.md); in a "
+            "host application's Alembic, run: alembic upgrade heads"
         )
 
 
@@ -206,6 +215,14 @@ def _current_revision(connection: Connection, sessions_table: str) -> str | None
         if ours:
             return ours[0]
     return None
+
+
+def _host_head_covers_ours(connection: Connection, sessions: str, messages: str) -> bool:
+    tables = set(inspect(connection).get_table_names())
+    if not {sessions, messages, _HOST_VERSION_TABLE} <= tables:
+        return False
+    context = MigrationContext.configure(connection, opts={"version_table": _HOST_VERSION_TABLE})
+    return bool(context.get_current_heads())
 
 
 def _is_ours(revision: str) -> bool:
