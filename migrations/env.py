@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -38,7 +39,7 @@ SESSIONS_TABLE, MESSAGES_TABLE = _migration.table_names(
 VERSION_TABLE = _migration.version_table(SESSIONS_TABLE)
 
 
-def configure_options() -> dict[str, object]:
+def configure_options() -> dict[str, Any]:
     return {
         "target_metadata": _migration.target_metadata(SESSIONS_TABLE, MESSAGES_TABLE),
         "include_name": _migration.include_only(SESSIONS_TABLE, MESSAGES_TABLE),

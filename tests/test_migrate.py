@@ -6,13 +6,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 from sqlalchemy import column, inspect, table, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import agent_session_store
-from agent_session_store import SchemaOutOfDateError, SessionStore, check, current, downgrade, upgrade
+from agent_session_store import (
+    SchemaOutOfDateError,
+    SessionStore,
+    check,
+    current,
+    downgrade,
+    upgrade,
+)
 from agent_session_store.migrate import head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +106,7 @@ async def test_check_reports_a_revision_the_package_does_not_know(shared_db_url:
     async with engine.begin() as conn:
         await conn.execute(version.update().values(version_num="agent_session_store_9999"))
     await engine.dispose()
-    with pytest.raises(SchemaOutOfDateError, match="agent_session_store_9999.*does not know"):
+    with pytest.raises(SchemaOutOfDateError, match=r"agent_session_store_9999.*does not know"):
         await check(shared_db_url)
 
 
@@ -164,8 +172,14 @@ def run_alembic(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str
 async def test_alembic_cli_from_the_repository_root_takes_url_and_table_names_from_x_args(
     shared_db_url: str,
 ) -> None:
-    args = ["-x", f"url={shared_db_url}", "-x", "sessions_table=chat_sessions",
-            "-x", "messages_table=chat_messages"]
+    args = [
+        "-x",
+        f"url={shared_db_url}",
+        "-x",
+        "sessions_table=chat_sessions",
+        "-x",
+        "messages_table=chat_messages",
+    ]
     run_alembic(*args, "upgrade", "head", cwd=ROOT)
     await check(shared_db_url, **CUSTOM)
     assert head_revision() in run_alembic(*args, "current", cwd=ROOT)
@@ -184,15 +198,20 @@ def test_alembic_cli_defaults_to_the_env_url_then_the_embedded_sqlite_file(
     plain = {k: v for k, v in os.environ.items() if k != "AGENT_SESSION_STORE_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
-        cwd=tmp_path, env=plain, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=plain,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "agent_sessions.db").exists()
 
 
 def test_offline_sql_mode_renders_the_create_statements() -> None:
-    out = run_alembic("-x", "sessions_table=a_s", "-x", "messages_table=a_m",
-                      "upgrade", "head", "--sql", cwd=ROOT)
+    out = run_alembic(
+        "-x", "sessions_table=a_s", "-x", "messages_table=a_m", "upgrade", "head", "--sql", cwd=ROOT
+    )
     assert "CREATE TABLE a_s" in out and "CREATE TABLE a_m" in out
     assert "CREATE INDEX idx_a_m_session_id" in out
     assert "INSERT INTO a_s_alembic_version" in out

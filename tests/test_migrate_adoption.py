@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from agent_session_store import MigrationError, SessionStore, check, current, upgrade
 from agent_session_store.migrate import head_revision
 
-from conftest import dialect_of
+from .conftest import dialect_of
 
 CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     "alice": [
@@ -78,7 +78,7 @@ async def assert_adopted(url: str, expected: dict[str, list[Any]], **names: str)
     assert await raw_messages(engine, messages) == before  # same ids, same rows
     async with SessionStore(engine, **names) as store:
         async with engine.connect() as conn:
-            got = (await conn.execute(select(store.messages.c.id, store.messages.c.created_at)))
+            got = await conn.execute(select(store.messages.c.id, store.messages.c.created_at))
             assert dict(got.all()) == times_before
         for sid, items in expected.items():
             assert await store.session(sid).get_items() == items
@@ -127,8 +127,11 @@ async def test_upgrade_adopts_a_database_written_by_sdk_async_sqlite_session(
     await assert_adopted(f"sqlite+aiosqlite:///{path}", expected)
 
 
-@pytest.mark.parametrize("names", [{}, {"sessions_table": "s_x", "messages_table": "m_x"}],
-                         ids=["default_names", "custom_names"])
+@pytest.mark.parametrize(
+    "names",
+    [{}, {"sessions_table": "s_x", "messages_table": "m_x"}],
+    ids=["default_names", "custom_names"],
+)
 async def test_upgrade_adopts_tables_written_by_sdk_sqlalchemy_session(
     shared_db_url: str, names: dict[str, str]
 ) -> None:

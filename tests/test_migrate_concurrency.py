@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 import time
 
@@ -54,17 +54,20 @@ async def test_concurrent_upgrades_from_several_processes_apply_each_revision_on
 ) -> None:
     start_at = str(time.time() + 4.0)  # after every interpreter has imported the package
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, shared_db_url, start_at],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WORKER,
+            shared_db_url,
+            start_at,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(PROCESSES)
     ]
-    outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (_, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err
+    outputs = [await asyncio.wait_for(w.communicate(), timeout=120) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err.decode()
     revisions_run = [int(out.split()[-1]) for out, _ in outputs]
     assert sum(revisions_run) == 1, revisions_run  # one process migrated, the rest waited
     names = {"sessions_table": "race_sessions", "messages_table": "race_messages"}

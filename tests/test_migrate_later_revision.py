@@ -19,7 +19,7 @@ NAMES = {"sessions_table": "chat_sessions", "messages_table": "chat_messages"}
 
 # Alters the *parent* table: on SQLite batch mode copies and drops it, which would
 # cascade-delete every message if foreign keys were on during the migration.
-LATER_REVISION = '''
+LATER_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 from agent_session_store.migrate import configured_tables
@@ -44,16 +44,15 @@ def downgrade():
         batch.alter_column("updated_at", existing_type=sa.DateTime(timezone=True),
                            nullable=False)
         batch.drop_column("title")
-'''
+"""
 
 
 def config_with(extra_versions: Path, connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", _script_location())
     config.set_main_option("path_separator", "os")
-    config.set_main_option(
-        "version_locations", os.pathsep.join([f"{_script_location()}/versions", str(extra_versions)])
-    )
+    locations = [f"{_script_location()}/versions", str(extra_versions)]
+    config.set_main_option("version_locations", os.pathsep.join(locations))
     config.attributes.update(connection=connection, **NAMES)
     return config
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent_session_store.migrate import head_revision
-from test_host_app import HOST_APP, assert_host_schema_at_heads, host_alembic
+
+from .test_host_app import HOST_APP, assert_host_schema_at_heads, host_alembic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,8 @@ def run(*args: str | Path, cwd: Path) -> str:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The python of a fresh venv holding the wheel built from this checkout."""
     base = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", base / "dist", ROOT, cwd=base)
+    pip = (sys.executable, "-m", "pip")
+    run(*pip, "wheel", "-q", "--no-deps", "-w", base / "dist", ROOT, cwd=base)
     (wheel,) = (base / "dist").glob("agent_session_store-*.whl")
     venv.EnvBuilder(with_pip=True).create(base / "venv")
     python = base / "venv" / "bin" / "python"

@@ -35,7 +35,11 @@ SESSION_ID = sa.String(MAX_SESSION_ID).with_variant(
 )
 MESSAGE_TEXT = sa.Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
 MESSAGE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
+TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_engine": "InnoDB",
+    "mariadb_engine": "InnoDB",
+}
 SESSION_COLUMNS = ("session_id", "created_at", "updated_at")
 MESSAGE_COLUMNS = ("id", "session_id", "message_data", "created_at")
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f000"
@@ -139,11 +143,12 @@ def adopt(sessions: str, messages: str) -> None:
     indexes = inspector.get_indexes(messages)
     pk_name = inspector.get_pk_constraint(sessions).get("name")
     messages_pk_name = inspector.get_pk_constraint(messages).get("name")
+    # Named on PostgreSQL and MySQL/MariaDB, which name every constraint and index.
     for fk in fks:
-        op.drop_constraint(fk["name"], messages, type_="foreignkey")
+        op.drop_constraint(str(fk["name"]), messages, type_="foreignkey")
     for index in indexes:
         if index["name"] != index_name(messages):
-            op.drop_index(index["name"], table_name=messages)
+            op.drop_index(str(index["name"]), table_name=messages)
     if bind.dialect.name == "postgresql":
         rename_primary_key(sessions, pk_name, "session_id")
         rename_primary_key(messages, messages_pk_name, "id")
@@ -209,7 +214,7 @@ def alter_columns(bind: sa.Connection, sessions: str, messages: str) -> None:
                 )
         # Only MySQL needs to be told again that id is AUTO_INCREMENT; PostgreSQL keeps its
         # sequence default through the type change.
-        increment = {"autoincrement": True} if is_mysql else {}
+        increment: dict[str, Any] = {"autoincrement": True} if is_mysql else {}
         op.alter_column(messages, "id", type_=MESSAGE_ID, existing_nullable=False, **increment)
         op.alter_column(messages, "message_data", type_=MESSAGE_TEXT, existing_nullable=False)
     finally:

@@ -31,7 +31,8 @@ class ChatTag(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[str] = mapped_column(
         # Our id type: MySQL/MariaDB want a foreign key's collation to match its target's.
-        SessionId, ForeignKey(f"{SESSIONS_TABLE}.session_id", ondelete="CASCADE")
+        SessionId,
+        ForeignKey(f"{SESSIONS_TABLE}.session_id", ondelete="CASCADE"),
     )
     tag: Mapped[str] = mapped_column(String(50))
 

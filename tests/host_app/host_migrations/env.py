@@ -4,12 +4,12 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from models import MESSAGES_TABLE, SESSIONS_TABLE, Base
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store.migrate import alembic_options, migration_lock
-from models import MESSAGES_TABLE, SESSIONS_TABLE, Base
 
 config = context.config
 if config.config_file_name is not None:
