@@ -22,6 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -268,7 +269,7 @@ def _out_of_date_message(
         )
     try:
         ScriptDirectory(_script_location()).get_revision(found)
-    except Exception:
+    except CommandError:
         return (
             f"database at revision {found}, which this agent-session-store does not know "
             f"(written by a newer version?), package needs {needed}; upgrade the package, or "
