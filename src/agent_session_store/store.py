@@ -108,6 +108,7 @@ class SessionStore:
             async with lock:
                 if "_connect" not in vars(self):
                     return
+                # Imported here: only stores that check pay for importing Alembic.
                 from agent_session_store.migrate import check
 
                 await check(
