@@ -10,12 +10,15 @@ import pytest
 from agents import SQLiteSession
 from agents.extensions.memory import AsyncSQLiteSession
 from agents.extensions.memory import SQLAlchemySession as SDKSQLAlchemySession
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import String, column, inspect, select, table, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store import MigrationError, SessionStore, check, current, upgrade
-from agent_session_store.migrate import head_revision
+from agent_session_store.migrate import _script_location, head_revision
 
 from .conftest import dialect_of
 
@@ -206,3 +209,30 @@ async def test_upgrade_refuses_a_sessions_table_without_its_messages_table(
     with pytest.raises(MigrationError, match="'agent_sessions' exists but 'agent_messages'"):
         await upgrade(engine)
     await engine.dispose()
+
+
+@pytest.mark.sqlite
+async def test_adoption_refuses_a_sqlite_connection_with_foreign_keys_on_and_keeps_messages(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sdk.db"
+    sdk = SQLiteSession("alice", path)
+    await sdk.add_items(CONVERSATIONS["alice"])
+    sdk.close()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", poolclass=NullPool)
+
+    def upgrade_in_callers_transaction(connection: Connection) -> None:
+        connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+        connection.exec_driver_sql("SELECT 1")  # the caller's transaction has begun
+        config = Config()
+        config.set_main_option("script_location", _script_location())
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async with engine.connect() as conn:
+        with pytest.raises(MigrationError, match="cascade-delete every message"):
+            await conn.run_sync(upgrade_in_callers_transaction)
+    await engine.dispose()
+    sdk = SQLiteSession("alice", path)
+    assert await sdk.get_items() == CONVERSATIONS["alice"]
+    sdk.close()

@@ -253,6 +253,13 @@ def rebuild_sqlite(sessions: str, messages: str) -> None:
     What batch mode does, with the new tables' exact definitions instead of reflected ones.
     The caller runs this with foreign keys off, so dropping the old tables cascades nothing.
     """
+    if op.get_bind().exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise MigrationError(
+            "SQLite foreign keys are on for this migration's connection: dropping the old "
+            f"{sessions!r} table would cascade-delete every message. Run the upgrade on a "
+            "connection outside a transaction (agent_session_store.upgrade() and alembic do), "
+            "or turn foreign keys off first. Nothing was changed"
+        )
     copies = {sessions: f"_ass_adopt_{sessions}", messages: f"_ass_adopt_{messages}"}
     op.create_table(copies[sessions], *sessions_table(sessions))
     op.create_table(
