@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import column, inspect, table, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import agent_session_store
 from agent_session_store import (
+    InvalidIdentifierError,
+    MigrationError,
     SchemaOutOfDateError,
     SessionStore,
     check,
@@ -21,7 +24,7 @@ from agent_session_store import (
     downgrade,
     upgrade,
 )
-from agent_session_store.migrate import head_revision
+from agent_session_store.migrate import alembic_options, configured_tables, head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOM = {"sessions_table": "chat_sessions", "messages_table": "chat_messages"}
@@ -215,3 +218,24 @@ def test_offline_sql_mode_renders_the_create_statements() -> None:
     assert "CREATE TABLE a_s" in out and "CREATE TABLE a_m" in out
     assert "CREATE INDEX idx_a_m_session_id" in out
     assert "INSERT INTO a_s_alembic_version" in out
+
+
+async def test_bad_table_names_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(InvalidIdentifierError, match="sessions_table"):
+        await upgrade(url, sessions_table="chat; DROP TABLE x")
+    with pytest.raises(InvalidIdentifierError, match="must differ"):
+        await upgrade(url, sessions_table="same", messages_table="same")
+    assert await table_names(url) == set()
+
+
+def test_revisions_refuse_unknown_keys_in_the_table_names_option() -> None:
+    context = MigrationContext.configure(
+        dialect_name="sqlite", opts=alembic_options(sessions_table="a", messages_table="b")
+    )
+    assert configured_tables(context) == ("a", "b")
+    typo = MigrationContext.configure(
+        dialect_name="sqlite", opts={"agent_session_store_tables": {"session_table": "a"}}
+    )
+    with pytest.raises(MigrationError, match="session_table"):
+        configured_tables(typo)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
-from agent_session_store.errors import MigrationError
+from agent_session_store.errors import InvalidIdentifierError, MigrationError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -38,7 +38,7 @@ def table_names(
     sessions = check_identifier(sessions_table or DEFAULT_SESSIONS_TABLE, "sessions_table")
     messages = check_identifier(messages_table or DEFAULT_MESSAGES_TABLE, "messages_table")
     if sessions == messages:
-        raise MigrationError("sessions_table and messages_table must differ")
+        raise InvalidIdentifierError("sessions_table and messages_table must differ")
     return sessions, messages
 
 
