@@ -10,8 +10,10 @@ from agent_session_store.errors import (
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    MigrationError,
     SchemaOutOfDateError,
 )
+from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
@@ -31,13 +33,18 @@ __all__ = [
     "DriverNotInstalledError",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "MigrationError",
     "ModelPair",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
+    "check",
+    "current",
+    "downgrade",
     "make_models",
+    "upgrade",
 ]
 
 __version__ = "0.1.0"
