@@ -17,8 +17,10 @@ from agent_session_store.errors import (
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    MigrationError,
     SchemaOutOfDateError,
 )
+from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidIdentifierError",
     "InvalidItemError",
     "InvalidRecordError",
+    "MigrationError",
     "ModelPair",
     "PruneResult",
     "SQLAlchemySession",
@@ -49,7 +52,11 @@ __all__ = [
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
+    "check",
+    "current",
+    "downgrade",
     "make_models",
+    "upgrade",
 ]
 
 __version__ = "0.1.0"
