@@ -1,8 +1,4 @@
-"""The migration commands (upgrade, downgrade, current, check) through click's runner.
-
-They drive ``agent_session_store.migrate`` (the migrations issue); until that module is part of
-the package these tests are skipped with that reason.
-"""
+"""The migration commands (upgrade, downgrade, current, check) through click's runner."""
 
 from __future__ import annotations
 
@@ -13,13 +9,10 @@ import pytest
 from sqlalchemy import column, table, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agent_session_store import migrate
 from agent_session_store.errors import SchemaOutOfDateError
 
 from .test_cli import ITEMS, clean_env_fixture, fails, fill, items_of, ok, url_fixture  # noqa: F401 - fixtures used here too
-
-migrate = pytest.importorskip(
-    "agent_session_store.migrate", reason="agent_session_store.migrate is not merged yet"
-)
 
 
 def test_upgrade_creates_the_schema_at_head_and_current_and_check_agree(url: str) -> None:

@@ -130,37 +130,24 @@ async def require_schema(store: SessionStore, target: Target) -> None:
             f"no {store.sessions_table!r} table at {target.shown_url}; "
             f"run: agent-session-store upgrade --url '{target.shown_url}'"
         )
-    migrate = migrate_module()
+    from agent_session_store import migrate  # here, not at the top: Alembic is slow to import
+
     # Tables made by create_tables() or the SDK carry no revision: usable, nothing to compare.
     tables = table_names(store)
-    if migrate is not None and await migrate.current(store.engine, **tables) is not None:
+    if await migrate.current(store.engine, **tables) is not None:
         await migrate.check(store.engine, **tables)
 
 
 async def prepare_schema(store: SessionStore) -> None:
-    """Bring the tables to head: the migrations when installed, else ``create_tables``.
+    """Bring the tables to head, creating them or adopting tables the SDK made."""
+    from agent_session_store import migrate
 
-    The migrations also adopt tables made by ``create_tables`` or the SDK's sessions.
-    """
-    migrate = migrate_module()
-    if migrate is None:
-        await store.create_tables()
-    else:
-        await migrate.upgrade(store.engine, **table_names(store))
+    await migrate.upgrade(store.engine, **table_names(store))
 
 
 def table_names(store: SessionStore) -> dict[str, str]:
     """The table-name keyword arguments of the migrate API, for ``store``."""
     return {"sessions_table": store.sessions_table, "messages_table": store.messages_table}
-
-
-def migrate_module() -> Any:
-    """``agent_session_store.migrate``, or None where this build has no migrations."""
-    try:
-        from agent_session_store import migrate  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return migrate
 
 
 def progress(console: Console) -> Progress:

@@ -26,7 +26,6 @@ from agent_session_store._cli_base import (
     CommandError,
     Target,
     database_options,
-    migrate_module,
     open_store,
     prepare_schema,
     progress,
@@ -320,24 +319,17 @@ def demo_command(target: Target, session_id: str) -> None:
 # -- migrations ---------------------------------------------------------------------------
 
 
-def _migrations() -> Any:
-    migrate = migrate_module()
-    if migrate is None:
-        raise CommandError("this build has no migrations module (agent_session_store.migrate)")
-    return migrate
-
-
 @cli.command("upgrade")
 @database_options
 @click.argument("revision", default="head")
 def upgrade_command(target: Target, revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
-    migrate = _migrations()
+    from agent_session_store import migrate
 
     async def work() -> str | None:
         async with open_store(target) as store:
             await migrate.upgrade(store.engine, revision, **table_names(store))
-            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
+            return await migrate.current(store.engine, **table_names(store))
 
     click.echo(f"{target.shown_url} is at revision {run(target, work())}")
 
@@ -347,12 +339,12 @@ def upgrade_command(target: Target, revision: str) -> None:
 @click.argument("revision")
 def downgrade_command(target: Target, revision: str) -> None:
     """Migrate the schema down to REVISION ('base' removes the tables)."""
-    migrate = _migrations()
+    from agent_session_store import migrate
 
     async def work() -> str | None:
         async with open_store(target) as store:
             await migrate.downgrade(store.engine, revision, **table_names(store))
-            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
+            return await migrate.current(store.engine, **table_names(store))
 
     click.echo(f"{target.shown_url} is at revision {run(target, work()) or 'base (no tables)'}")
 
@@ -361,11 +353,11 @@ def downgrade_command(target: Target, revision: str) -> None:
 @database_options
 def current_command(target: Target) -> None:
     """Print the database's schema revision and the one this package needs."""
-    migrate = _migrations()
+    from agent_session_store import migrate
 
     async def work() -> str | None:
         async with open_store(target) as store:
-            return await migrate.current(store.engine, **table_names(store))  # type: ignore[no-any-return]
+            return await migrate.current(store.engine, **table_names(store))
 
     revision = run(target, work())
     click.echo(f"current: {revision or 'none (run: agent-session-store upgrade)'}")
@@ -376,7 +368,7 @@ def current_command(target: Target) -> None:
 @database_options
 def check_command(target: Target) -> None:
     """Exit 0 if the schema is at the package's revision, else say what to run."""
-    migrate = _migrations()
+    from agent_session_store import migrate
 
     async def work() -> None:
         async with open_store(target) as store:
