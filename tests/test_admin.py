@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, text, update
 
 from agent_session_store import SessionStore
-from agent_session_store.admin import InvalidRecordError
+from agent_session_store.errors import InvalidRecordError
 
 UTC = timezone.utc
 

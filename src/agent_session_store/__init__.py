@@ -7,7 +7,6 @@ Agents SDK's ``Session`` protocol.
 
 from agent_session_store.admin import (
     ImportResult,
-    InvalidRecordError,
     PruneResult,
     SessionInfo,
     SessionPage,
@@ -17,6 +16,7 @@ from agent_session_store.errors import (
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    InvalidRecordError,
     MigrationError,
     SchemaOutOfDateError,
 )

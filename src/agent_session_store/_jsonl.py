@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from agent_session_store.admin import InvalidRecordError
+from agent_session_store.errors import InvalidRecordError
 
 FORMAT = "agent-session-store"
 VERSION = 1

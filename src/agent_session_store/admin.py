@@ -25,18 +25,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from sqlalchemy import String, Table, and_, delete, func, insert, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agent_session_store._json import DecodeError, check_session_id, decode, encode
-from agent_session_store.errors import AgentSessionStoreError
+from agent_session_store._json import check_session_id
+from agent_session_store._records import (
+    Record,
+    as_async,
+    is_header,
+    iso,
+    item_record,
+    parse_header,
+    parse_item,
+)
 
 T = TypeVar("T")
 Order = Literal["newest", "oldest"]
-Record = dict[str, Any]
 
 _BATCH = 500
-
-
-class InvalidRecordError(AgentSessionStoreError, ValueError):
-    """An import record is not shaped like the records :meth:`StoreAdmin.export_sessions` yields."""
 
 
 @dataclass(frozen=True)
@@ -224,10 +227,10 @@ class StoreAdmin:
             async for row in result:
                 if row[0] != current:
                     current = row[0]
-                    yield {"session": row[0], "created_at": _iso(row[1]),
-                           "updated_at": _iso(row[2])}
+                    yield {"session": row[0], "created_at": iso(row[1]),
+                           "updated_at": iso(row[2])}
                 if row[5] is not None:
-                    yield _item_record(row[3], row[4])
+                    yield item_record(row[3], row[4])
 
     async def import_sessions(
         self,
@@ -246,12 +249,12 @@ class StoreAdmin:
         Raises:
             InvalidRecordError: a record is not a session header or an item after one.
         """
-        source = _as_async(records)
+        source = as_async(records)
         s, m = self.sessions, self.messages
         result = ImportResult()
         record = await anext(source, None)
         while record is not None:
-            header = _parse_header(record)
+            header = parse_header(record)
             session_id = header["session_id"]
             async with self._begin() as conn:
                 exists = (await conn.execute(
@@ -265,9 +268,9 @@ class StoreAdmin:
                     await conn.execute(insert(s).values(header))
                 batch: list[Record] = []
                 record = await anext(source, None)
-                while record is not None and not _is_header(record):
+                while record is not None and not is_header(record):
                     if write:
-                        batch.append(_parse_item(record, session_id))
+                        batch.append(parse_item(record, session_id))
                         if len(batch) >= batch_size:
                             await conn.execute(insert(m), batch)
                             result.items += len(batch)
@@ -285,75 +288,6 @@ class StoreAdmin:
         return result
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
-
-
-def _item_record(text: str, created_at: datetime) -> Record:
-    try:
-        return {"item": decode(text), "created_at": _iso(created_at)}
-    except (DecodeError, TypeError, RecursionError):
-        return {"raw": text, "created_at": _iso(created_at)}
-
-
-def _parse_time(value: object, what: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidRecordError(f"{what} must be an ISO 8601 string, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRecordError(f"{what} {value!r} is not an ISO 8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _parse_header(record: object) -> Record:
-    if not isinstance(record, dict) or "session" not in record:
-        raise InvalidRecordError(
-            f"expected a session record such as {{\"session\": \"id\", ...}}, got {record!r:.80}"
-        )
-    try:
-        session_id = check_session_id(record["session"])
-    except (TypeError, ValueError) as exc:
-        raise InvalidRecordError(f"bad session id in {record!r:.80}: {exc}") from None
-    return {
-        "session_id": session_id,
-        "created_at": _parse_time(record.get("created_at"), "created_at"),
-        "updated_at": _parse_time(record.get("updated_at"), "updated_at"),
-    }
-
-
-def _is_header(record: object) -> bool:
-    return isinstance(record, dict) and "session" in record
-
-
-def _parse_item(record: object, session_id: str) -> Record:
-    if not isinstance(record, dict):
-        raise InvalidRecordError(f"expected an item record {{\"item\": ...}}, got {record!r:.80}")
-    if "item" in record:
-        try:
-            text = encode(record["item"])
-        except (TypeError, ValueError) as exc:
-            raise InvalidRecordError(f"item of {session_id!r} is not valid JSON: {exc}") from None
-    elif isinstance(record.get("raw"), str):
-        text = record["raw"]
-    else:
-        raise InvalidRecordError(f"expected an item record {{\"item\": ...}}, got {record!r:.80}")
-    return {
-        "session_id": session_id,
-        "message_data": text,
-        "created_at": _parse_time(record.get("created_at"), "item created_at"),
-    }
-
-
-async def _as_async(records: Iterable[Record] | AsyncIterable[Record]) -> AsyncIterator[Record]:
-    if isinstance(records, AsyncIterable):
-        async for record in records:
-            yield record
-    else:
-        for record in records:
-            yield record
-
-
 def _cutoff(older_than: datetime | timedelta) -> datetime:
     if isinstance(older_than, timedelta):
         return datetime.now(timezone.utc) - older_than
@@ -365,7 +299,7 @@ def _cutoff(older_than: datetime | timedelta) -> datetime:
 
 
 def _encode_cursor(when: datetime | str, session_id: str) -> str:
-    key = when if isinstance(when, str) else _iso(when)
+    key = when if isinstance(when, str) else iso(when)
     text = json.dumps([key, session_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 

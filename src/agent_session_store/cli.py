@@ -34,7 +34,8 @@ from agent_session_store._cli_base import (
     table_names,
 )
 from agent_session_store._sdk_sqlite import open_sdk_file
-from agent_session_store.admin import ImportResult, InvalidRecordError, PruneResult
+from agent_session_store.admin import ImportResult, PruneResult
+from agent_session_store.errors import InvalidRecordError
 from agent_session_store.store import SessionStore
 
 
