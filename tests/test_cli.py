@@ -364,3 +364,35 @@ def test_password_is_hidden_in_error_messages() -> None:
     result = fails("sessions", "--url", "postgresql://me:s3cret@127.0.0.1:9/x",
                    match="cannot reach")
     assert "s3cret" not in result.stderr
+
+
+EVERY_COMMAND = [
+    ["sessions"], ["show", "s1"], ["export", "-o", "out.jsonl"], ["import", "in.jsonl"],
+    ["import-sdk-sqlite", "sdk.db"], ["prune", "--older-than", "30d"], ["demo"],
+    ["upgrade"], ["downgrade", "base"], ["current"], ["check"],
+]
+
+
+@pytest.fixture(name="inputs")
+def inputs_fixture(tmp_path: Path) -> None:
+    """The files the import commands read, so they get as far as the database."""
+    Path("in.jsonl").write_text('{"format":"agent-session-store","version":1}\n', "utf-8")
+    fill(f"sqlite+aiosqlite:///{tmp_path / 'sdk.db'}", {"s1": ITEMS[:1]})
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=lambda c: c[0])
+@pytest.mark.usefixtures("inputs")
+def test_every_command_reports_an_unreachable_database_in_one_line(command: list[str]) -> None:
+    pytest.importorskip("agents")
+    dead = "postgresql://postgres:pw@127.0.0.1:9/nothing"
+    result = fails(*command, "--url", dead, match="cannot reach the database at postgresql+asyncpg")
+    assert "pw@" not in result.stderr
+    assert not Path("out.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=lambda c: c[0])
+@pytest.mark.usefixtures("inputs")
+def test_every_command_names_the_extra_for_a_missing_driver(command: list[str]) -> None:
+    pytest.importorskip("agents")
+    fails(*command, "--url", "mysql+asyncmy://root@127.0.0.1/x",
+          match='pip install "agent-session-store[mysql]"')
