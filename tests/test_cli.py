@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import update
+from sqlalchemy import String, literal, update
 
 from agent_session_store import SessionStore
 from agent_session_store.cli import cli
@@ -396,3 +396,22 @@ def test_every_command_names_the_extra_for_a_missing_driver(command: list[str]) 
     pytest.importorskip("agents")
     fails(*command, "--url", "mysql+asyncmy://root@127.0.0.1/x",
           match='pip install "agent-session-store[mysql]"')
+
+
+@pytest.mark.sqlite
+def test_an_export_that_fails_half_way_leaves_no_file(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bad.db'}"
+    fill(url, {"a": ITEMS, "b": ITEMS})
+
+    async def corrupt() -> None:
+        async with SessionStore(url) as store, store.engine.begin() as conn:
+            # A timestamp no reader can parse, as a hand-edited file might hold.
+            await conn.execute(
+                update(store.sessions).where(store.sessions.c.session_id == "b")
+                .values(updated_at=literal("not a time", String()))
+            )
+
+    asyncio.run(corrupt())
+    result = invoke("export", "--url", url, "-o", "all.jsonl")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert not Path("all.jsonl").exists() and not Path("all.jsonl.partial").exists()

@@ -5,6 +5,7 @@ Registered on the ``agent-session-store`` group by :mod:`agent_session_store.cli
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
@@ -49,23 +50,32 @@ def export_command(target: Target, session_ids: tuple[str, ...], output: str) ->
                     raise CommandError(f"no session {session_id!r} at {target.shown_url}")
             total = await count_items(store, session_ids or None)
             ids = session_ids or None
-            # Blocking file writes are fine: this event loop serves only this command.
+            # Written under a temporary name and renamed at the end, so a failed export never
+            # leaves a truncated file that looks complete. Blocking writes are fine: this
+            # event loop serves only this command.
+            partial = f"{output}.partial"
             opened = (
                 nullcontext(sys.stdout) if output == "-"
-                else open(output, "w", encoding="utf-8")  # noqa: SIM115, ASYNC230
+                else open(partial, "w", encoding="utf-8")  # noqa: SIM115, ASYNC230
             )
             sessions = items = 0
-            with opened as out, progress(Console(stderr=True)) as bar:
-                task = bar.add_task("exporting items", total=total)
-                out.write(_jsonl.dump_line(_jsonl.HEADER))
-                async for record in store.export_sessions(ids):
-                    out.write(_jsonl.dump_line(record))
-                    if "session" in record:
-                        sessions += 1
-                    else:
-                        items += 1
-                        bar.advance(task)
+            try:
+                with opened as out, progress(Console(stderr=True)) as bar:
+                    task = bar.add_task("exporting items", total=total)
+                    out.write(_jsonl.dump_line(_jsonl.HEADER))
+                    async for record in store.export_sessions(ids):
+                        out.write(_jsonl.dump_line(record))
+                        if "session" in record:
+                            sessions += 1
+                        else:
+                            items += 1
+                            bar.advance(task)
+            except BaseException:
+                if output != "-":
+                    Path(partial).unlink(missing_ok=True)  # noqa: ASYNC240
+                raise
         if output != "-":
+            os.replace(partial, output)
             click.echo(f"exported {sessions} sessions, {items} items to {output}")
 
     run(target, work())
