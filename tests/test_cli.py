@@ -355,6 +355,11 @@ def test_bad_url_is_a_one_line_error() -> None:
     fails("sessions", "--url", "not a url", match="bad database URL")
 
 
+def test_bad_url_with_a_password_never_echoes_it() -> None:
+    result = fails("sessions", "--url", "nosuchdb://me:s3cret@host/db", match="bad database URL")
+    assert "s3cret" not in result.stderr and "me:***@host" in result.stderr
+
+
 def test_missing_driver_names_the_extra_to_install() -> None:
     fails("sessions", "--url", "mysql+asyncmy://root@127.0.0.1/x",
           match='pip install "agent-session-store[mysql]"')

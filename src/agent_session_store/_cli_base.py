@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_
 from agent_session_store.store import SessionStore
 
 URL_ENV = "AGENT_SESSION_STORE_URL"
+_PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,7 +47,8 @@ class Target:
         try:
             return _dialect.async_url(self.url).render_as_string(hide_password=True)
         except Exception:
-            return self.url
+            # Not a URL SQLAlchemy can read: still never echo what looks like a password.
+            return _PASSWORD.sub(r"\1***@", self.url)
 
 
 class CommandError(click.ClickException):
@@ -54,7 +57,7 @@ class CommandError(click.ClickException):
 
 def explain(exc: BaseException, target: Target) -> str:
     if isinstance(exc, (ArgumentError, NoSuchModuleError)):
-        return f"bad database URL {target.url!r}: {exc}"
+        return f"bad database URL {target.shown_url!r}: {exc}"
     if isinstance(exc, DBAPIError):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         return f"database error at {target.shown_url}: {reason}"
