@@ -5,11 +5,18 @@ Start with :class:`SessionStore` (one engine and a pair of tables) and its
 Agents SDK's ``Session`` protocol.
 """
 
+from agent_session_store.admin import (
+    ImportResult,
+    PruneResult,
+    SessionInfo,
+    SessionPage,
+)
 from agent_session_store.errors import (
     AgentSessionStoreError,
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    InvalidRecordError,
     MigrationError,
     SchemaOutOfDateError,
 )
@@ -31,12 +38,17 @@ __all__ = [
     "AgentSessionStoreError",
     "Base",
     "DriverNotInstalledError",
+    "ImportResult",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "InvalidRecordError",
     "MigrationError",
     "ModelPair",
+    "PruneResult",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
+    "SessionInfo",
+    "SessionPage",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",

@@ -30,3 +30,7 @@ class DriverNotInstalledError(AgentSessionStoreError, ImportError):
 
 class MigrationError(AgentSessionStoreError, RuntimeError):
     """A migration cannot run: unknown table layout, data that would not fit, a held lock."""
+
+
+class InvalidRecordError(AgentSessionStoreError, ValueError):
+    """An import record is not shaped like the records ``export_sessions`` yields."""

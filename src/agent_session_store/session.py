@@ -1,11 +1,14 @@
 """``SQLAlchemySession``: the OpenAI Agents SDK's ``Session`` protocol over a :class:`SessionStore`.
 
-The class satisfies the protocol structurally, so the SDK is never imported here, and its
-constructor matches the SDK's own ``SQLAlchemySession`` so it can replace it line for line.
+The class satisfies the protocol structurally: the SDK is imported only for its
+``SessionSettings`` type, when installed. Its constructor matches the SDK's own
+``SQLAlchemySession`` so it can replace it line for line.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,11 +43,29 @@ class SessionSettings:
         return asdict(self)
 
 
+@functools.cache
+def _settings_class() -> type[Any]:
+    """The SDK's ``SessionSettings`` when the SDK is installed, else ours.
+
+    The SDK's wrappers (``EncryptedSession``, ...) read ``session_settings`` from the session
+    they wrap and accept only the SDK's own type, so that is what we hold when it exists.
+    """
+    if importlib.util.find_spec("agents") is None:
+        return SessionSettings
+    try:
+        from agents.memory import SessionSettings as SDKSessionSettings
+    except ImportError:
+        return SessionSettings
+    return SDKSessionSettings
+
+
 def _coerce_settings(value: Any) -> Any:
     if value is None:
-        return SessionSettings()
+        return _settings_class()()
     if isinstance(value, Mapping):
-        return SessionSettings(**value)
+        return _settings_class()(**value)
+    if isinstance(value, SessionSettings):
+        return _settings_class()(limit=value.limit)
     if not hasattr(value, "limit"):
         raise TypeError(
             "session_settings must be a SessionSettings, a dict or None, "

@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store.admin import StoreAdmin
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -43,7 +44,7 @@ _MAX_ATTEMPTS = 8
 _RETRY = object()  # a pop lost its row to a concurrent popper; look again
 
 
-class SessionStore:
+class SessionStore(StoreAdmin):
     """Conversation history in two tables, reached through one async engine.
 
     Args:
