@@ -7,6 +7,7 @@ Agents SDK's ``Session`` protocol.
 
 from agent_session_store.errors import (
     AgentSessionStoreError,
+    CommitOutcomeUnknownError,
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
@@ -28,6 +29,7 @@ __all__ = [
     "AgentSession",
     "AgentSessionStoreError",
     "Base",
+    "CommitOutcomeUnknownError",
     "DriverNotInstalledError",
     "InvalidIdentifierError",
     "InvalidItemError",

@@ -20,6 +20,14 @@ class InvalidIdentifierError(AgentSessionStoreError, ValueError):
     """A table name is not a plain SQL identifier."""
 
 
+class CommitOutcomeUnknownError(AgentSessionStoreError, RuntimeError):
+    """The connection was lost while committing: the write may or may not have been saved.
+
+    The store never retries such a write, because running it again could store a batch
+    twice or pop a second item. Read the session to find out, then decide.
+    """
+
+
 class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
     """The database schema is behind (or ahead of) the revision this package needs."""
 
