@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store.errors import CommitOutcomeUnknownError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -223,14 +224,26 @@ class SessionStore:
 
     async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(_MAX_ATTEMPTS):
+            committing = False
             try:
                 async with self._begin() as conn:
-                    return await operation(conn)
+                    result = await operation(conn)
+                    committing = True
+                return result
             except DBAPIError as exc:
-                if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
+                if committing and exc.connection_invalidated:
+                    raise CommitOutcomeUnknownError(
+                        "the database connection was lost while committing; the write may or "
+                        "may not have been saved, so it was not retried: read the session "
+                        f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
+                    ) from exc
+                # A connection lost before COMMIT was sent took its transaction with it.
+                lost = exc.connection_invalidated
+                if attempt == _MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
                     raise
                 logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                if not lost:
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     # -- the four operations, by session id -------------------------------------------------
@@ -241,6 +254,15 @@ class SessionStore:
         limit = check_limit(limit)
         if limit == 0:
             return []
+        try:
+            return await self._read(session_id, limit)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A read changes nothing, so a connection the server dropped earns one more try.
+            return await self._read(session_id, limit)
+
+    async def _read(self, session_id: str, limit: int | None) -> list[Any]:
         async with self._connect() as conn:
             if limit is None:
                 result = await conn.execute(self._select_all, {"sid": session_id})
