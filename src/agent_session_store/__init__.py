@@ -8,6 +8,7 @@ Agents SDK's ``Session`` protocol.
 from agent_session_store.errors import (
     AgentSessionStoreError,
     CommitOutcomeUnknownError,
+    DatabaseConnectionError,
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
@@ -30,6 +31,7 @@ __all__ = [
     "AgentSessionStoreError",
     "Base",
     "CommitOutcomeUnknownError",
+    "DatabaseConnectionError",
     "DriverNotInstalledError",
     "InvalidIdentifierError",
     "InvalidItemError",

@@ -28,6 +28,14 @@ class CommitOutcomeUnknownError(AgentSessionStoreError, RuntimeError):
     """
 
 
+class DatabaseConnectionError(AgentSessionStoreError, ConnectionError):
+    """No connection to the database could be made (server down, unreachable, refused login).
+
+    Nothing was sent, so the call can be repeated; the store reconnects by itself once the
+    server is back.
+    """
+
+
 class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
     """The database schema is behind (or ahead of) the revision this package needs."""
 

@@ -25,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
-from agent_session_store.errors import CommitOutcomeUnknownError
+from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -203,20 +203,39 @@ class SessionStore:
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.connect() as conn:
+            async with self._checkout() as conn:
                 yield conn
         else:
-            async with self._serial, self._engine.connect() as conn:
+            async with self._serial, self._checkout() as conn:
                 yield conn
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.begin() as conn:
+            async with self._checkout() as conn, conn.begin():
                 yield conn
         else:
-            async with self._serial, self._engine.begin() as conn:
+            async with self._serial, self._checkout() as conn, conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
+        conn = self._engine.connect()
+        try:
+            await conn.start()
+        except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
+            # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
+            url = self._engine.url.render_as_string(hide_password=True)
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise DatabaseConnectionError(
+                f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
+                "check that the server is running and reachable, then call again: the same "
+                "store reconnects by itself"
+            ) from exc
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable."""
