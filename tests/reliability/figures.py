@@ -36,7 +36,7 @@ class Figures:
         lost: int = 0,
         seconds: float = 0.0,
     ) -> None:
-        recorded.append(Figure(scenario, database, runs, items, faults, lost, round(seconds, 2)))
+        recorded.append(Figure(scenario, database, runs, items, faults, lost, round(seconds, 3)))
 
 
 def database_of(request: pytest.FixtureRequest) -> str:

@@ -127,7 +127,7 @@ class PrivateMariaDB:
         self.dir = Path(tempfile.mkdtemp(prefix="ass-my-"))
         self.port = _free_port()
         self.url = (
-            f"mysql+aiomysql://root:{PASSWORD}@127.0.0.1:{self.port}/mysql?charset=utf8mb4"
+            f"mysql+aiomysql://root:{PASSWORD}@127.0.0.1:{self.port}/rel?charset=utf8mb4"
         )
         self._user = ["--user=mysql"] if os.geteuid() == 0 else []
         if os.geteuid() == 0:
@@ -156,6 +156,10 @@ class PrivateMariaDB:
             stderr=subprocess.DEVNULL,
         )
         _wait_for_port(self.port)
+        import pymysql  # aiomysql's own dependency; a sync client is simplest here
+
+        with pymysql.connect(host="127.0.0.1", port=self.port, user="root") as conn:
+            conn.cursor().execute("CREATE DATABASE IF NOT EXISTS rel CHARACTER SET utf8mb4")
 
     def stop(self) -> None:
         """Kill the server at once (SIGKILL: a crash) and wait for it to be gone."""
