@@ -6,6 +6,7 @@ Everything here runs before a connection is taken, so bad input never reaches th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,9 @@ MAX_SESSION_ID_LENGTH = 255
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 encode = _encoder.encode
+#: For items holding lone surrogates, which UTF-8 cannot carry but JSON escapes can.
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+_has_surrogate = re.compile("[\ud800-\udfff]").search
 decode = json.loads
 DecodeError = json.JSONDecodeError
 
@@ -54,6 +58,9 @@ def check_limit(limit: object) -> int | None:
 def encode_items(items: object) -> list[str]:
     """Encode every item to compact JSON text, or raise before anything is stored.
 
+    Text holding a lone surrogate (``"\\ud83d"`` cut from an emoji pair) is written with JSON
+    escapes instead: UTF-8 cannot carry it, and every driver refused it mid-transaction.
+
     Raises:
         TypeError: ``items`` is not a list, or one of its elements is not a dict.
         InvalidItemError: an item holds a value that strict JSON cannot represent.
@@ -65,7 +72,10 @@ def encode_items(items: object) -> list[str]:
         if not isinstance(item, dict):
             raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
         try:
-            encoded.append(encode(item))
+            text = encode(item)
+            if not text.isascii() and _has_surrogate(text):
+                text = _encode_ascii(item)
+            encoded.append(text)
         except (TypeError, ValueError) as exc:
             raise InvalidItemError(f"items[{index}] is not valid JSON: {exc}") from None
         except RecursionError:
