@@ -12,6 +12,7 @@ from agent_session_store.errors import (
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    ItemTooLargeError,
     SchemaOutOfDateError,
 )
 from agent_session_store.models import (
@@ -35,6 +36,7 @@ __all__ = [
     "DriverNotInstalledError",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "ItemTooLargeError",
     "ModelPair",
     "SQLAlchemySession",
     "SchemaOutOfDateError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
-from agent_session_store.errors import DriverNotInstalledError
+from agent_session_store.errors import DriverNotInstalledError, ItemTooLargeError
 from agent_session_store.models import utcnow
 
 DEFAULT_URL = "sqlite+aiosqlite:///agent_sessions.db"
@@ -118,6 +119,38 @@ def touch_session(dialect: Dialect, sessions: Table) -> Insert:
             index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
         )
     raise NotImplementedError(f"dialect {dialect.name!r} is not supported")
+
+
+_MAX_PACKET = text("SELECT @@max_allowed_packet")
+#: Bytes of an INSERT around one row's values: keywords, names, quotes, the session id's row.
+_INSERT_OVERHEAD = 1024
+
+
+async def mysql_max_packet(conn: AsyncConnection) -> int:
+    """The server's ``max_allowed_packet``: the largest statement it accepts, in bytes."""
+    return int((await conn.execute(_MAX_PACKET)).scalar_one())
+
+
+def check_packet_size(texts: list[str], session_id: str, max_packet: int) -> None:
+    """Refuse, before sending, a row whose INSERT MySQL/MariaDB would cut the connection on.
+
+    A statement over ``max_allowed_packet`` makes the server drop the connection with a bare
+    "Lost connection to server during query"; this says which item and which limit instead.
+    The driver sends each row's text quoted, with ``\\``, ``'`` and ``"`` escaped.
+    """
+    room = max_packet - _INSERT_OVERHEAD - 2 * len(session_id.encode())
+    for index, item_text in enumerate(texts):
+        if len(item_text) * 8 <= room:  # cannot be too large even if every char needs 8 bytes
+            continue
+        size = len(item_text.encode()) + sum(item_text.count(c) for c in "\\'\"")
+        if size > room:
+            raise ItemTooLargeError(
+                f"items[{index}] is {size} bytes as escaped JSON and needs a statement of "
+                f"about {size + max_packet - room} bytes, more than the MySQL/MariaDB server "
+                f"accepts (max_allowed_packet = {max_packet} bytes); "
+                "raise max_allowed_packet on the server or store smaller items. "
+                "Nothing was stored."
+            )
 
 
 #: SQLSTATEs after which the server has rolled the whole transaction back.

@@ -16,6 +16,10 @@ class InvalidItemError(AgentSessionStoreError, ValueError):
     """An item cannot be stored as strict JSON (NaN, Infinity, unserialisable values, ...)."""
 
 
+class ItemTooLargeError(InvalidItemError):
+    """An item is larger than the database server accepts in one statement."""
+
+
 class InvalidIdentifierError(AgentSessionStoreError, ValueError):
     """A table name is not a plain SQL identifier."""
 
