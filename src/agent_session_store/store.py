@@ -91,6 +91,9 @@ class SessionStore:
         self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
+        # MySQL/MariaDB drop the connection on a statement over max_allowed_packet: check first.
+        self._check_packets = _dialect.is_mysql(engine.dialect)
+        self._max_packet: int | None = None
         self._build_statements(engine)
 
     def _build_statements(self, engine: AsyncEngine) -> None:
@@ -242,6 +245,7 @@ class SessionStore:
         return await _settle(self._retrying(operation))
 
     async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        lost_before = False
         for attempt in range(_MAX_ATTEMPTS):
             committing = False
             try:
@@ -256,8 +260,12 @@ class SessionStore:
                         "may not have been saved, so it was not retried: read the session "
                         f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
                     ) from exc
-                # A connection lost before COMMIT was sent took its transaction with it.
+                # A connection lost before COMMIT was sent took its transaction with it; one
+                # retry on a fresh connection, since a statement that kills it would again.
                 lost = exc.connection_invalidated
+                if lost and lost_before:
+                    raise
+                lost_before = lost_before or lost
                 if attempt == _MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
                     raise
                 logger.debug("retrying a rolled-back transaction: %s", exc.orig)
@@ -311,6 +319,10 @@ class SessionStore:
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
         async def add(conn: AsyncConnection) -> None:
+            if self._check_packets:
+                if self._max_packet is None:
+                    self._max_packet = await _dialect.mysql_max_packet(conn)
+                _dialect.check_packet_size(encoded, session_id, self._max_packet)
             await conn.execute(self._touch, {"session_id": session_id})
             await conn.execute(self._insert, params)
 
