@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_session_store.errors import InvalidItemError
@@ -90,6 +91,18 @@ def decode_rows(rows: Iterable[str], on_error: Any) -> list[Any]:
     for text in rows:
         try:
             append(decode(text))
-        except (DecodeError, TypeError, RecursionError):
+        except RecursionError:
+            # Nested nearly as deep as encoding allowed, and read from a deeper call stack than
+            # it was written from: not corrupt, so decode it where the stack is empty.
+            try:
+                append(_decode_on_fresh_stack(text))
+            except (DecodeError, TypeError, RecursionError):
+                on_error(text)
+        except (DecodeError, TypeError):
             on_error(text)
     return items
+
+
+def _decode_on_fresh_stack(text: str) -> Any:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(decode, text).result()
