@@ -158,9 +158,28 @@ async def test_lone_surrogates_in_item_text_round_trip(seeded: SessionStore) -> 
     assert await seeded.session("s").get_items() == [item]
 
 
-async def test_an_item_nested_hundreds_deep_is_stored_and_read_back(seeded: SessionStore) -> None:
-    item = nested(400)
-    await seeded.session("deep").add_items([item])
+async def _from_deep_stack(frames: int, call: Callable[[], Awaitable[Any]]) -> Any:
+    if frames == 0:
+        return await call()
+    return await _from_deep_stack(frames - 1, call)
+
+
+async def test_the_deepest_item_accepted_reads_back_even_from_a_deep_call_stack(
+    seeded: SessionStore,
+) -> None:
+    depth = 1000
+    while True:  # the deepest nesting the encoder accepts from here
+        try:
+            await seeded.session("deep").add_items([nested(depth)])
+            break
+        except InvalidItemError:
+            depth -= 10
+    await seeded.session("deep").add_items([nested(depth)])
+    item = nested(depth)
+
+    # An agent framework may read from far deeper in the stack than it wrote from.
+    assert await _from_deep_stack(300, seeded.session("deep").get_items) == [item, item]
+    assert await _from_deep_stack(300, seeded.session("deep").pop_item) == item
     assert await seeded.session("deep").get_items() == [item]
 
 
