@@ -29,7 +29,8 @@ def check_session_id(session_id: object) -> str:
 
     Raises:
         TypeError: ``session_id`` is not a ``str``.
-        ValueError: it is empty, longer than 255 characters, or contains a NUL character.
+        ValueError: it is empty, longer than 255 characters, contains a NUL character, or
+            ends with a space.
     """
     if not isinstance(session_id, str):
         raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
@@ -42,6 +43,12 @@ def check_session_id(session_id: object) -> str:
         )
     if "\x00" in session_id:
         raise ValueError("session_id must not contain NUL characters")
+    if session_id.endswith(" "):
+        # MySQL/MariaDB compare VARCHARs ignoring trailing spaces: "a " would read "a"'s history.
+        raise ValueError(
+            f"session_id {session_id!r} ends with a space; MySQL and MariaDB cannot tell it "
+            "from the id without the space, so strip it (or choose another id)"
+        )
     return session_id
 
 
