@@ -53,6 +53,7 @@ BAD_SESSION_IDS = [
     (b"bytes", TypeError, "must be a str, not bytes"),
     ("s" * 256, ValueError, "256 characters long; the limit is 255"),
     ("a\x00b", ValueError, "must not contain NUL"),
+    ("alice ", ValueError, "ends with a space; MySQL and MariaDB cannot tell it"),
 ]
 
 BAD_ITEMS = [
