@@ -132,11 +132,11 @@ async def mysql_max_packet(conn: AsyncConnection) -> int:
 
 
 def check_packet_size(texts: list[str], session_id: str, max_packet: int) -> None:
-    """Refuse, before sending, a row whose INSERT MySQL/MariaDB would cut the connection on.
+    r"""Refuse, before sending, a row whose INSERT MySQL/MariaDB would cut the connection on.
 
     A statement over ``max_allowed_packet`` makes the server drop the connection with a bare
     "Lost connection to server during query"; this says which item and which limit instead.
-    The driver sends each row's text quoted, with ``\\``, ``'`` and ``"`` escaped.
+    The driver sends each row's text quoted, with ``\``, ``'`` and ``"`` escaped.
     """
     room = max_packet - _INSERT_OVERHEAD - 2 * len(session_id.encode())
     for index, item_text in enumerate(texts):

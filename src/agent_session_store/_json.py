@@ -64,9 +64,9 @@ def check_limit(limit: object) -> int | None:
 
 
 def encode_items(items: object) -> list[str]:
-    """Encode every item to compact JSON text, or raise before anything is stored.
+    r"""Encode every item to compact JSON text, or raise before anything is stored.
 
-    Text holding a lone surrogate (``"\\ud83d"`` cut from an emoji pair) is written with JSON
+    Text holding a lone surrogate (``"\ud83d"`` cut from an emoji pair) is written with JSON
     escapes instead: UTF-8 cannot carry it, and every driver refused it mid-transaction.
 
     Raises:

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
+
 from reliability.figures import Figures, recorded
 from reliability.servers import PrivateMariaDB, PrivatePostgres
 

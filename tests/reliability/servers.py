@@ -65,9 +65,7 @@ class PrivatePostgres:
         self.bin = Path(str(initdb)).parent
         self.dir = Path(tempfile.mkdtemp(prefix="ass-pg-"))
         self.port = _free_port()
-        self.url = (
-            f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
-        )
+        self.url = f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
         pwfile = self.dir / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if os.geteuid() == 0:
@@ -75,9 +73,18 @@ class PrivatePostgres:
             shutil.chown(pwfile, "postgres")
         subprocess.run(
             [
-                *_as_user("postgres"), str(self.bin / "initdb"), "-D", str(self.dir / "data"),
-                "-U", "postgres", "-A", "scram-sha-256", f"--pwfile={pwfile}",
-                "-E", "UTF8", "--no-sync",
+                *_as_user("postgres"),
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.dir / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-sync",
             ],
             check=True,
             capture_output=True,
@@ -88,8 +95,16 @@ class PrivatePostgres:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
             [
-                *_as_user("postgres"), str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"),
-                "-o", options, "-l", str(self.dir / "log"), "-w", "start",
+                *_as_user("postgres"),
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-o",
+                options,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "start",
             ],
             check=True,
             capture_output=True,
@@ -100,8 +115,14 @@ class PrivatePostgres:
         """Stop the server at once, cutting every connection (``-m immediate``: a crash)."""
         subprocess.run(
             [
-                *_as_user("postgres"), str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"),
-                "-m", "immediate", "-w", "stop",
+                *_as_user("postgres"),
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
             ],
             check=False,
             capture_output=True,
@@ -126,16 +147,18 @@ class PrivateMariaDB:
         self.daemon = str(daemon)
         self.dir = Path(tempfile.mkdtemp(prefix="ass-my-"))
         self.port = _free_port()
-        self.url = (
-            f"mysql+aiomysql://root:{PASSWORD}@127.0.0.1:{self.port}/rel?charset=utf8mb4"
-        )
+        self.url = f"mysql+aiomysql://root:{PASSWORD}@127.0.0.1:{self.port}/rel?charset=utf8mb4"
         self._user = ["--user=mysql"] if os.geteuid() == 0 else []
         if os.geteuid() == 0:
             shutil.chown(self.dir, "mysql")
         subprocess.run(
             [
-                str(install), "--no-defaults", f"--datadir={self.dir / 'data'}",
-                *self._user, "--skip-test-db", "--auth-root-authentication-method=normal",
+                str(install),
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                *self._user,
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
             ],
             check=True,
             capture_output=True,
@@ -146,11 +169,18 @@ class PrivateMariaDB:
         """Start the server and wait until it accepts connections."""
         self._process = subprocess.Popen(
             [
-                self.daemon, "--no-defaults", f"--datadir={self.dir / 'data'}",
-                f"--port={self.port}", "--bind-address=127.0.0.1",
-                f"--socket={self.dir / 'sock'}", f"--pid-file={self.dir / 'pid'}",
-                *self._user, "--skip-grant-tables", "--skip-log-bin",
-                "--innodb-buffer-pool-size=16M", f"--log-error={self.dir / 'err.log'}",
+                self.daemon,
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.dir / 'sock'}",
+                f"--pid-file={self.dir / 'pid'}",
+                *self._user,
+                "--skip-grant-tables",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                f"--log-error={self.dir / 'err.log'}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

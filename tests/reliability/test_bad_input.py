@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from reliability.figures import Figures, database_of
 from sqlalchemy import MetaData, select
 
 from agent_session_store import (
@@ -17,6 +16,7 @@ from agent_session_store import (
     SessionStore,
     SQLAlchemySession,
 )
+from reliability.figures import Figures, database_of
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -149,7 +149,7 @@ async def test_bad_limits_raise_a_specific_error(
 ) -> None:
     await _rejects(seeded, lambda: seeded.session("seed").get_items(limit), error, match)
     with pytest.raises(error, match=match):
-        SQLAlchemySession("s", store=seeded, session_settings={"limit": limit})  # noqa: B018
+        SQLAlchemySession("s", store=seeded, session_settings={"limit": limit})
         await SQLAlchemySession("s", store=seeded, session_settings={"limit": limit}).get_items()
 
 

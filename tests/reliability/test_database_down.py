@@ -8,18 +8,20 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from reliability.figures import Figures, database_of
-from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 
 from agent_session_store import CommitOutcomeUnknownError, DatabaseConnectionError, SessionStore
+from reliability.figures import Figures, database_of
+from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 
 WRITERS = 4
 #: "Fast" is generous so a loaded CI machine passes; the figures table shows the real times.
 FAST_SECONDS = 5.0
 
 
-async def test_calls_fail_fast_with_a_clear_error_while_the_database_is_down_and_the_same_store_recovers(
-    private_server: PrivatePostgres | PrivateMariaDB, figures: Figures, request: pytest.FixtureRequest
+async def test_calls_fail_fast_and_clearly_while_the_database_is_down_and_the_same_store_recovers(
+    private_server: PrivatePostgres | PrivateMariaDB,
+    figures: Figures,
+    request: pytest.FixtureRequest,
 ) -> None:
     server = private_server
     async with SessionStore(server.url) as store:
@@ -64,7 +66,9 @@ async def test_calls_fail_fast_with_a_clear_error_while_the_database_is_down_and
 
 
 async def test_writers_running_through_a_crash_and_restart_lose_and_duplicate_nothing(
-    private_server: PrivatePostgres | PrivateMariaDB, figures: Figures, request: pytest.FixtureRequest
+    private_server: PrivatePostgres | PrivateMariaDB,
+    figures: Figures,
+    request: pytest.FixtureRequest,
 ) -> None:
     server = private_server
     outcomes: dict[tuple[int, int], str] = {}
@@ -115,7 +119,9 @@ async def test_writers_running_through_a_crash_and_restart_lose_and_duplicate_no
                 assert stored[b] in allowed, f"batch {w}/{b}: {outcome}, stored {stored[b]} times"
                 expected += batches[w, b] * stored[b]
             assert items == expected  # whole batches, in the order they were written
-            lost += sum(1 for (x, b), o in outcomes.items() if x == w and o == "ok" and not stored[b])
+            lost += sum(
+                1 for (x, b), o in outcomes.items() if x == w and o == "ok" and not stored[b]
+            )
 
     counts = Counter(outcomes.values())
     figures.add(

@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import server_url
-from reliability.figures import Figures, database_of
-from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 import agent_session_store
 from agent_session_store import DatabaseConnectionError, SessionStore, SQLAlchemySession
+from conftest import server_url
+from reliability.figures import Figures, database_of
+from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 
 HOSTILE = [
     "'; DROP TABLE agent_messages; --",
-    "\" OR \"1\"=\"1",
+    '" OR "1"="1',
     "' OR '1'='1' /*",
     "x'); DELETE FROM agent_sessions; --",
     "`agent_sessions`",

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import ALL_KINDS
-from reliability.faults import ConnectionKiller
-from reliability.figures import Figures, database_of
 from sqlalchemy.exc import DBAPIError
 
 from agent_session_store import CommitOutcomeUnknownError, SessionStore
+from conftest import ALL_KINDS
+from reliability.faults import ConnectionKiller
+from reliability.figures import Figures, database_of
 
 SERVERS = [p for p in ALL_KINDS if p.values[0] in ("postgresql", "mariadb")]
 pytestmark = pytest.mark.parametrize("db_url", SERVERS, indirect=True)

@@ -1,4 +1,4 @@
-"""Many writer processes appending batches to a few shared sessions lose, duplicate or mix nothing."""
+"""Many writer processes appending batches to a few shared sessions: nothing lost or mixed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+
+from agent_session_store import SessionStore
 from reliability.figures import Figures, database_of
 from reliability.workers import (
     BATCHES_PER_TASK,
@@ -18,8 +20,6 @@ from reliability.workers import (
     session_for,
     write_batches,
 )
-
-from agent_session_store import SessionStore
 
 PROCESSES = 8
 
@@ -81,8 +81,10 @@ async def test_eight_processes_of_twenty_writers_keep_every_batch_once_contiguou
             items = await store.session(f"shared-{n}").get_items()
             total += len(items)
             problems += check_history(f"shared-{n}", items)
-    expected_total = PROCESSES * TASKS_PER_PROCESS * sum(
-        len(batch_items(0, 0, b)) for b in range(BATCHES_PER_TASK)
+    expected_total = (
+        PROCESSES
+        * TASKS_PER_PROCESS
+        * sum(len(batch_items(0, 0, b)) for b in range(BATCHES_PER_TASK))
     )
     figures.add(
         "many writers: 8 processes x 20 tasks x 25 batches, 10 sessions",

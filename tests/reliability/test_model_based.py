@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import reset_database, server_url
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from reliability.figures import Figures
 
 from agent_session_store import SessionStore
+from conftest import reset_database, server_url
+from reliability.figures import Figures
 
 SESSION_IDS = ["a", "b", "c'; DROP TABLE agent_messages; --"]
 
@@ -24,7 +24,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 items = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
@@ -85,7 +87,11 @@ KINDS = [
 def test_random_add_get_pop_clear_sequences_match_an_in_memory_model(
     kind: str, tmp_path: Path, figures: Figures
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'model.db'}" if kind == "sqlite_file" else server_url(kind)
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'model.db'}"
+        if kind == "sqlite_file"
+        else server_url(kind)
+    )
     loop = asyncio.new_event_loop()
     started = time.perf_counter()
     try:

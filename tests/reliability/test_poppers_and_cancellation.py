@@ -10,9 +10,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from reliability.figures import Figures, database_of
 
 from agent_session_store import SessionStore
+from reliability.figures import Figures, database_of
 
 WRITERS = 6
 POPPERS = 6
@@ -116,7 +116,7 @@ async def test_cancelled_add_pop_and_clear_are_all_or_nothing_and_the_session_st
         op = rng.choice(["add", "add", "pop", "clear"] if model else ["add"])
         batch = [{"run": run, "i": i} for i in range(rng.randint(1, 5))]
         call = {
-            "add": lambda: session.add_items(batch),
+            "add": lambda batch=batch: session.add_items(batch),
             "pop": session.pop_item,
             "clear": session.clear_session,
         }[op]

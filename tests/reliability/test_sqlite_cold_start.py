@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability.figures import Figures
-from reliability.workers import first_use, run_processes
 
 from agent_session_store import SessionStore, SQLAlchemySession
+from reliability.figures import Figures
+from reliability.workers import first_use, run_processes
 
 pytestmark = pytest.mark.sqlite
 

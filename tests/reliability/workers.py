@@ -30,8 +30,13 @@ def batch_size(batch: int) -> int:
 def batch_items(proc: int, task: int, batch: int) -> list[dict[str, Any]]:
     """The items of one batch, each naming its writer, batch and position."""
     return [
-        {"role": "user", "content": f"p{proc} t{task} b{batch} i{i}", "w": [proc, task],
-         "b": batch, "i": i}
+        {
+            "role": "user",
+            "content": f"p{proc} t{task} b{batch} i{i}",
+            "w": [proc, task],
+            "b": batch,
+            "i": i,
+        }
         for i in range(batch_size(batch))
     ]
 
