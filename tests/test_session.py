@@ -269,8 +269,12 @@ async def test_session_id_of_255_characters_is_accepted(store: SessionStore) -> 
     assert await session.get_items() == [msg(0)]
 
 
-@pytest.mark.parametrize(("limit", "error"), [(-1, ValueError), (True, TypeError), ("3", TypeError)])
-async def test_bad_limit_is_rejected(store: SessionStore, limit: Any, error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("limit", "error"), [(-1, ValueError), (True, TypeError), ("3", TypeError)]
+)
+async def test_bad_limit_is_rejected(
+    store: SessionStore, limit: Any, error: type[Exception]
+) -> None:
     with pytest.raises(error):
         await store.session("s1").get_items(limit=limit)
 

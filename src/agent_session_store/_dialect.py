@@ -20,15 +20,16 @@ from agent_session_store.models import utcnow
 
 DEFAULT_URL = "sqlite+aiosqlite:///agent_sessions.db"
 
-#: The async driver used when a URL names a backend without one, and the extra installing it.
+#: The async driver used when a URL names a backend without one.
 _ASYNC_DRIVERS = {
-    "sqlite": ("aiosqlite", "aiosqlite", None),
-    "postgresql": ("asyncpg", "asyncpg", "postgres"),
-    "cockroachdb": ("asyncpg", "asyncpg", "postgres"),
-    "mysql": ("aiomysql", "aiomysql", "mysql"),
-    "mariadb": ("aiomysql", "aiomysql", "mysql"),
+    "sqlite": "aiosqlite",
+    "postgresql": "asyncpg",
+    "cockroachdb": "asyncpg",
+    "mysql": "aiomysql",
+    "mariadb": "aiomysql",
 }
-_DRIVER_MODULES = {"aiomysql": "mysql", "asyncmy": "mysql", "asyncpg": "postgres", "psycopg": "postgres"}
+#: The package extra that installs each server driver.
+_EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "asyncmy": "mysql"}
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -46,18 +47,15 @@ def async_url(url: str | URL) -> URL:
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
     if not driver and backend in _ASYNC_DRIVERS:
-        driver = _ASYNC_DRIVERS[backend][0]
+        driver = _ASYNC_DRIVERS[backend]
         parsed = parsed.set(drivername=f"{backend}+{driver}")
     if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    module = {"aiosqlite": "aiosqlite", "asyncmy": "asyncmy", "aiomysql": "aiomysql"}.get(
-        driver, driver
-    )
-    if module and importlib.util.find_spec(module) is None:
-        extra = _DRIVER_MODULES.get(driver)
-        hint = f'pip install "agent-session-store[{extra}]"' if extra else f"pip install {module}"
+    if driver and importlib.util.find_spec(driver) is None:
+        extra = _EXTRAS.get(driver)
+        hint = f'pip install "agent-session-store[{extra}]"' if extra else f"pip install {driver}"
         raise DriverNotInstalledError(
-            f"the database URL needs the {module!r} driver, which is not installed; run: {hint}"
+            f"the database URL needs the {driver!r} driver, which is not installed; run: {hint}"
         )
     return parsed
 

@@ -88,11 +88,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """``DATETIME(6)`` on MySQL/MariaDB, a timezone-aware ``DateTime`` elsewhere."""
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware datetime to UTC (naive UTC where the column has no zone)."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -101,6 +103,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -287,18 +290,15 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
     )
     # Assigned after both classes exist: a class object, never a name that another pair of
     # tables in the same registry could also answer to.
-    setattr(
-        session_cls,
-        "messages",
-        relationship(
-            message_cls,
-            back_populates="session",
-            order_by=message_cls.id,
-            cascade="all, delete-orphan",
-            passive_deletes=True,
-        ),
+    messages = relationship(
+        message_cls,
+        back_populates="session",
+        order_by=message_cls.id,
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
-    setattr(message_cls, "session", relationship(session_cls, back_populates="messages"))
+    setattr(session_cls, "messages", messages)  # noqa: B010 - declared for typing only
+    setattr(message_cls, "session", relationship(session_cls, back_populates="messages"))  # noqa: B010
     return ModelPair(session_cls, message_cls)
 
 

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import Integer, MetaData, Table, bindparam, delete, insert, select
 from sqlalchemy.engine import URL
@@ -98,7 +98,7 @@ class SessionStore:
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
-        sid = bindparam("sid")
+        sid = bindparam("sid", type_=s.c.session_id.type)
         newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
         newest_first = newest_first.order_by(m.c.id.desc())
         self._select_all = (
@@ -382,7 +382,7 @@ class SessionStore:
 
     # -- sharing between SDK-style sessions -------------------------------------------------
 
-    _shared: weakref.WeakValueDictionary[tuple[int, str, str], SessionStore] = (
+    _shared: ClassVar[weakref.WeakValueDictionary[tuple[int, str, str], SessionStore]] = (
         weakref.WeakValueDictionary()
     )
 
