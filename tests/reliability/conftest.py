@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from reliability.figures import Figures, recorded
-from reliability.servers import PrivateMariaDB, PrivatePostgres
+from .figures import Figures, recorded
+from .servers import PrivateMariaDB, PrivatePostgres
 
 REPORT_ENV = "AGENT_SESSION_STORE_RELIABILITY_REPORT"
 

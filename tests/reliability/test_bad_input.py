@@ -16,7 +16,8 @@ from agent_session_store import (
     SessionStore,
     SQLAlchemySession,
 )
-from reliability.figures import Figures, database_of
+
+from .figures import Figures, database_of
 
 
 def nested(depth: int) -> dict[str, Any]:

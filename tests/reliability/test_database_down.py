@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from agent_session_store import CommitOutcomeUnknownError, DatabaseConnectionError, SessionStore
-from reliability.figures import Figures, database_of
-from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
+
+from .figures import Figures, database_of
+from .servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 
 WRITERS = 4
 #: "Fast" is generous so a loaded CI machine passes; the figures table shows the real times.

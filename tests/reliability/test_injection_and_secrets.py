@@ -13,9 +13,10 @@ from sqlalchemy.engine import make_url
 
 import agent_session_store
 from agent_session_store import DatabaseConnectionError, SessionStore, SQLAlchemySession
-from conftest import server_url
-from reliability.figures import Figures, database_of
-from reliability.servers import PASSWORD, PrivateMariaDB, PrivatePostgres
+
+from ..conftest import server_url
+from .figures import Figures, database_of
+from .servers import PASSWORD, PrivateMariaDB, PrivatePostgres
 
 HOSTILE = [
     "'; DROP TABLE agent_messages; --",

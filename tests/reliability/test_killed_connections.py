@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from agent_session_store import CommitOutcomeUnknownError, SessionStore
-from conftest import ALL_KINDS
-from reliability.faults import ConnectionKiller
-from reliability.figures import Figures, database_of
+
+from ..conftest import ALL_KINDS
+from .faults import ConnectionKiller
+from .figures import Figures, database_of
 
 SERVERS = [p for p in ALL_KINDS if p.values[0] in ("postgresql", "mariadb")]
 pytestmark = pytest.mark.parametrize("db_url", SERVERS, indirect=True)

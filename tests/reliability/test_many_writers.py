@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from agent_session_store import SessionStore
-from reliability.figures import Figures, database_of
-from reliability.workers import (
+
+from .figures import Figures, database_of
+from .workers import (
     BATCHES_PER_TASK,
     SESSIONS,
     TASKS_PER_PROCESS,

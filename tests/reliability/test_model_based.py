@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from agent_session_store import SessionStore
-from conftest import reset_database, server_url
-from reliability.figures import Figures
+
+from ..conftest import reset_database, server_url
+from .figures import Figures
 
 SESSION_IDS = ["a", "b", "c'; DROP TABLE agent_messages; --"]
 

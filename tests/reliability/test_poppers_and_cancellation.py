@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from agent_session_store import SessionStore
-from reliability.figures import Figures, database_of
+
+from .figures import Figures, database_of
 
 WRITERS = 6
 POPPERS = 6

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent_session_store import SessionStore, SQLAlchemySession
-from reliability.figures import Figures
-from reliability.workers import first_use, run_processes
+
+from .figures import Figures
+from .workers import first_use, run_processes
 
 pytestmark = pytest.mark.sqlite
 
