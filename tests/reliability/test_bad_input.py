@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, text
 
 from agent_session_store import (
     InvalidIdentifierError,
@@ -17,6 +17,7 @@ from agent_session_store import (
     SQLAlchemySession,
 )
 
+from ..conftest import ALL_KINDS
 from .figures import Figures, database_of
 
 
@@ -211,3 +212,21 @@ async def test_a_twenty_megabyte_item_round_trips_or_fails_clearly_naming_the_li
         runs=1,
         items=int(outcome == "stored"),
     )
+
+
+@pytest.mark.parametrize(
+    "db_url", [p for p in ALL_KINDS if p.values[0] == "mariadb"], indirect=True
+)
+async def test_an_item_just_under_max_allowed_packet_is_stored_and_one_just_over_is_refused(
+    store: SessionStore,
+) -> None:
+    async with store.engine.connect() as conn:
+        limit = int((await conn.execute(text("SELECT @@max_allowed_packet"))).scalar_one())
+    session = store.session("edge")
+    fits = {"content": "y" * (limit - 2048)}
+    await session.add_items([fits])
+    assert await session.get_items() == [fits]
+
+    with pytest.raises(ItemTooLargeError, match=f"max_allowed_packet = {limit} bytes"):
+        await session.add_items([{"a": 1}, {"content": "y" * limit}])
+    assert await session.get_items() == [fits]
