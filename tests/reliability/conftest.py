@@ -47,12 +47,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     write("")
     write("reliability figures")
-    write("| scenario | database | runs | items | faults | lost | seconds |")
-    write("|---|---|---:|---:|---:|---:|---:|")
+    write("| scenario | database | runs | items | faults | lost | seconds | note |")
+    write("|---|---|---:|---:|---:|---:|---:|---|")
     for f in recorded:
         write(
             f"| {f.scenario} | {f.database} | {f.runs} | {f.items} | {f.faults} | {f.lost} "
-            f"| {f.seconds} |"
+            f"| {f.seconds} | {f.note} |"
         )
     path = os.environ.get(REPORT_ENV)
     if path:

@@ -16,6 +16,7 @@ class Figure:
     faults: int
     lost: int
     seconds: float = 0.0
+    note: str = ""
 
 
 #: Every row recorded in this pytest run, printed by the suite's terminal summary.
@@ -35,8 +36,11 @@ class Figures:
         faults: int = 0,
         lost: int = 0,
         seconds: float = 0.0,
+        note: str = "",
     ) -> None:
-        recorded.append(Figure(scenario, database, runs, items, faults, lost, round(seconds, 3)))
+        recorded.append(
+            Figure(scenario, database, runs, items, faults, lost, round(seconds, 3), note)
+        )
 
 
 def database_of(request: pytest.FixtureRequest) -> str:

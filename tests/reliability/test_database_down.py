@@ -62,6 +62,7 @@ async def test_calls_fail_fast_and_clearly_while_the_database_is_down_and_the_sa
         items=3,
         faults=len(calls),
         seconds=slowest,
+        note="seconds: the slowest refused call",
     )
     assert slowest < FAST_SECONDS
 
@@ -133,5 +134,6 @@ async def test_writers_running_through_a_crash_and_restart_lose_and_duplicate_no
         faults=counts["refused"] + counts["unknown"],
         lost=lost,
         seconds=elapsed,
+        note=", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())),
     )
     assert counts["refused"] > 0

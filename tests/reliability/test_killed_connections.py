@@ -176,8 +176,8 @@ async def test_random_kills_under_concurrent_writers_lose_duplicate_and_split_no
         faults=killer.kills,
         lost=0,
         seconds=elapsed,
+        note=", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())),
     )
-    print(f"outcomes: {dict(counts)}, kills: {killer.kills}")
     assert killer.kills >= MIN_KILLS
     # The store recovers without a restart.
     await store.session("kill-0").add_items([{"after": True}])

@@ -125,5 +125,6 @@ def test_random_add_get_pop_clear_sequences_match_an_in_memory_model(
         items=Machine.added,
         lost=0,
         seconds=time.perf_counter() - started,
+        note="runs: store calls in 40 examples of up to 25 steps",
     )
     assert Machine.steps > 40 * 3

@@ -152,6 +152,7 @@ async def test_cancelled_add_pop_and_clear_are_all_or_nothing_and_the_session_st
         faults=interrupted,
         lost=0,
         seconds=time.perf_counter() - started,
+        note=f"{unchanged} cancelled before any effect, {completed} finished before the cancel",
     )
     # Cancellations must have hit calls before they started, while running, and after the end.
     assert unchanged > 0
