@@ -6,7 +6,10 @@ URL defaults, per-connection SQLite settings, the session-row upsert, and which 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import random
+import time
 from typing import Any
 
 from sqlalchemy import Table, event, text
@@ -14,6 +17,7 @@ from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.util import await_only
 
 from agent_session_store.errors import DriverNotInstalledError, ItemTooLargeError
 from agent_session_store.models import utcnow
@@ -76,14 +80,31 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode")
-        mode = cursor.fetchone()
-        if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):
-            cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # In WAL mode NORMAL never corrupts the file; a power cut may drop the last commits.
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Two processes opening a fresh file can both see "delete" mode and race to switch; SQLite
+    # answers the loser "database is locked" at once, without waiting out the busy timeout.
+    # Look again after a pause: usually the winner has switched the file for both.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()
+        if mode is None or str(mode[0]).lower() in ("wal", "memory"):
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # the driver's own OperationalError: connect is not wrapped
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+        # Runs inside the async engine's greenlet: wait on the event loop, do not block it.
+        await_only(asyncio.sleep(random.uniform(0.01, 0.05)))
 
 
 def is_mysql(dialect: Dialect) -> bool:
