@@ -18,6 +18,7 @@ pytestmark = pytest.mark.sqlite
 ROUNDS = 20
 SESSIONS = 50
 PROCESS_ROUNDS = 5
+WAL_ROUNDS = 150
 
 
 async def test_fifty_sessions_first_used_at_once_on_a_fresh_file_never_fail(
@@ -68,5 +69,36 @@ async def test_two_processes_starting_on_one_fresh_file_never_fail(
         items=PROCESS_ROUNDS * 2 * SESSIONS,
         lost=len(errors),
         seconds=time.perf_counter() - started,
+    )
+    assert errors == []
+
+
+async def test_first_connections_racing_to_switch_a_fresh_file_to_wal_never_fail(
+    tmp_path: Path, figures: Figures
+) -> None:
+    # Each store has its own connection thread, so their first connections really race.
+    errors: list[BaseException] = []
+    started = time.perf_counter()
+    for round_ in range(WAL_ROUNDS):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'wal-{round_}.db'}"
+        stores = [SessionStore(url) for _ in range(6)]
+
+        async def first_connection(store: SessionStore) -> None:
+            async with store.engine.connect() as conn:
+                await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                await conn.commit()
+
+        results = await asyncio.gather(*map(first_connection, stores), return_exceptions=True)
+        errors += [r for r in results if isinstance(r, BaseException)]
+        for store in stores:
+            await store.close()
+    figures.add(
+        "SQLite: 6 first connections racing to switch a fresh file to WAL",
+        "sqlite_file",
+        runs=WAL_ROUNDS * 6,
+        items=0,
+        lost=len(errors),
+        seconds=time.perf_counter() - started,
+        note=f"{len(errors)} errors" + (f": {errors[0]}" if errors else ""),
     )
     assert errors == []
