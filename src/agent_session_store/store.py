@@ -232,8 +232,8 @@ class SessionStore:
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
             raise DatabaseConnectionError(
                 f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
-                "check that the server is running and reachable, then call again: the same "
-                "store reconnects by itself"
+                "check that the database server is running and reachable (for SQLite: that "
+                "the file can be opened), then call again: the same store reconnects by itself"
             ) from exc
         try:
             yield conn
