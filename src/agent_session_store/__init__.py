@@ -13,8 +13,10 @@ from agent_session_store.errors import (
     InvalidIdentifierError,
     InvalidItemError,
     ItemTooLargeError,
+    MigrationError,
     SchemaOutOfDateError,
 )
+from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
@@ -37,13 +39,18 @@ __all__ = [
     "InvalidIdentifierError",
     "InvalidItemError",
     "ItemTooLargeError",
+    "MigrationError",
     "ModelPair",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
+    "check",
+    "current",
+    "downgrade",
     "make_models",
+    "upgrade",
 ]
 
 __version__ = "0.1.0"

@@ -46,3 +46,7 @@ class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
 
 class DriverNotInstalledError(AgentSessionStoreError, ImportError):
     """The async driver named by a database URL is not installed."""
+
+
+class MigrationError(AgentSessionStoreError, RuntimeError):
+    """A migration cannot run: unknown table layout, data that would not fit, a held lock."""

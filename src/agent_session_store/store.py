@@ -13,7 +13,7 @@ import logging
 import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -55,6 +55,9 @@ class SessionStore:
         messages_table: Name of the messages table.
         base: A host application's declarative base to put the models on.
         engine_kwargs: Extra arguments for ``create_async_engine`` when given a URL.
+        check_schema: Before the first statement, check that the tables are at this package's
+            migration head and match the models; raise ``SchemaOutOfDateError`` otherwise
+            (nothing is migrated automatically: run ``agent_session_store.upgrade``).
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -71,6 +74,7 @@ class SessionStore:
         messages_table: str = DEFAULT_MESSAGES_TABLE,
         base: type[Any] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
+        check_schema: bool = False,
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         if isinstance(engine_or_url, AsyncEngine):
@@ -95,6 +99,41 @@ class SessionStore:
         self._check_packets = _dialect.is_mysql(engine.dialect)
         self._max_packet: int | None = None
         self._build_statements(engine)
+        if check_schema:
+            self._check_schema_before_first_use()
+
+    def _check_schema_before_first_use(self) -> None:
+        # Instance attributes shadow _connect/_begin until the check passes, then are deleted:
+        # stores without check_schema, and this one after its first call, pay nothing.
+        lock = asyncio.Lock()
+        plain = {"_connect": self._connect, "_begin": self._begin}
+
+        async def check_once() -> None:
+            async with lock:
+                if "_connect" not in vars(self):
+                    return
+                # Imported here: only stores that check pay for importing Alembic.
+                from agent_session_store.migrate import check
+
+                await check(
+                    self._engine,
+                    sessions_table=self.sessions_table,
+                    messages_table=self.messages_table,
+                )
+                for name in plain:
+                    delattr(self, name)
+
+        def checked(name: str) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+            @asynccontextmanager
+            async def connection() -> AsyncIterator[AsyncConnection]:
+                await check_once()
+                async with plain[name]() as conn:
+                    yield conn
+
+            return connection
+
+        for name in plain:
+            setattr(self, name, checked(name))
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
