@@ -13,10 +13,13 @@ from agent_session_store.admin import (
 )
 from agent_session_store.errors import (
     AgentSessionStoreError,
+    CommitOutcomeUnknownError,
+    DatabaseConnectionError,
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
     InvalidRecordError,
+    ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
 )
@@ -37,11 +40,14 @@ __all__ = [
     "AgentSession",
     "AgentSessionStoreError",
     "Base",
+    "CommitOutcomeUnknownError",
+    "DatabaseConnectionError",
     "DriverNotInstalledError",
     "ImportResult",
     "InvalidIdentifierError",
     "InvalidItemError",
     "InvalidRecordError",
+    "ItemTooLargeError",
     "MigrationError",
     "ModelPair",
     "PruneResult",

@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store.admin import StoreAdmin
+from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -95,6 +96,9 @@ class SessionStore(StoreAdmin):
         self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
+        # MySQL/MariaDB drop the connection on a statement over max_allowed_packet: check first.
+        self._check_packets = _dialect.is_mysql(engine.dialect)
+        self._max_packet: int | None = None
         self._build_statements(engine)
         if check_schema:
             self._check_schema_before_first_use()
@@ -242,35 +246,71 @@ class SessionStore(StoreAdmin):
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.connect() as conn:
+            async with self._checkout() as conn:
                 yield conn
         else:
-            async with self._serial, self._engine.connect() as conn:
+            async with self._serial, self._checkout() as conn:
                 yield conn
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.begin() as conn:
+            async with self._checkout() as conn, conn.begin():
                 yield conn
         else:
-            async with self._serial, self._engine.begin() as conn:
+            async with self._serial, self._checkout() as conn, conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
+        conn = self._engine.connect()
+        try:
+            await conn.start()
+        except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
+            # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
+            url = self._engine.url.render_as_string(hide_password=True)
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise DatabaseConnectionError(
+                f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
+                "check that the database server is running and reachable (for SQLite: that "
+                "the file can be opened), then call again: the same store reconnects by itself"
+            ) from exc
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable."""
         return await _settle(self._retrying(operation))
 
     async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        lost_before = False
         for attempt in range(_MAX_ATTEMPTS):
+            committing = False
             try:
                 async with self._begin() as conn:
-                    return await operation(conn)
+                    result = await operation(conn)
+                    committing = True
+                return result
             except DBAPIError as exc:
-                if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
+                if committing and exc.connection_invalidated:
+                    raise CommitOutcomeUnknownError(
+                        "the database connection was lost while committing; the write may or "
+                        "may not have been saved, so it was not retried: read the session "
+                        f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
+                    ) from exc
+                # A connection lost before COMMIT was sent took its transaction with it; one
+                # retry on a fresh connection, since a statement that kills it would again.
+                lost = exc.connection_invalidated
+                if lost and lost_before:
+                    raise
+                lost_before = lost_before or lost
+                if attempt == _MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
                     raise
                 logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                if not lost:
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     # -- the four operations, by session id -------------------------------------------------
@@ -281,6 +321,15 @@ class SessionStore(StoreAdmin):
         limit = check_limit(limit)
         if limit == 0:
             return []
+        try:
+            return await self._read(session_id, limit)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A read changes nothing, so a connection the server dropped earns one more try.
+            return await self._read(session_id, limit)
+
+    async def _read(self, session_id: str, limit: int | None) -> list[Any]:
         async with self._connect() as conn:
             if limit is None:
                 result = await conn.execute(self._select_all, {"sid": session_id})
@@ -310,6 +359,10 @@ class SessionStore(StoreAdmin):
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
         async def add(conn: AsyncConnection) -> None:
+            if self._check_packets:
+                if self._max_packet is None:
+                    self._max_packet = await _dialect.mysql_max_packet(conn)
+                _dialect.check_packet_size(encoded, session_id, self._max_packet)
             await conn.execute(self._touch, {"session_id": session_id})
             await conn.execute(self._insert, params)
 
