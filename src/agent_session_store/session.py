@@ -57,6 +57,8 @@ def _coerce_settings(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, Mapping):
+        # Our rules first: the SDK's pydantic type would quietly turn True or "3" into a limit.
+        check_limit(value.get("limit"))
         return _settings_class()(**value)
     if isinstance(value, SessionSettings):
         settings_class = _settings_class()
