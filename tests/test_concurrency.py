@@ -103,10 +103,10 @@ async def test_sqlite_file_connections_use_wal_a_busy_timeout_and_foreign_keys(
 ) -> None:
     from sqlalchemy import text
 
-    async with SessionStore(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}") as store:
-        async with store.engine.connect() as conn:
-            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
-            timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
-            foreign_keys = (await conn.execute(text("PRAGMA foreign_keys"))).scalar()
+    store = SessionStore(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}")
+    async with store, store.engine.connect() as conn:
+        mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+        timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
+        foreign_keys = (await conn.execute(text("PRAGMA foreign_keys"))).scalar()
     assert (mode, foreign_keys) == ("wal", 1)
     assert timeout is not None and timeout >= 5000

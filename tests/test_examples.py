@@ -1,4 +1,4 @@
-"""The README's run command: the quickstart stores a three-turn conversation and prints it."""
+"""The quickstart example stores a three-turn conversation and prints it back."""
 
 from __future__ import annotations
 

@@ -308,3 +308,20 @@ async def test_from_url_creates_an_engine_and_tables(db_url: str) -> None:
 def test_session_is_the_sdk_session_protocol(store: SessionStore) -> None:
     agents_session = pytest.importorskip("agents.memory.session")
     assert isinstance(store.session("s1"), agents_session.Session)
+
+
+def test_the_package_never_imports_the_sdk_itself() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agent_session_store as a\n"
+        "s = a.SessionStore('sqlite+aiosqlite://').session('x', session_settings={'limit': 2})\n"
+        "assert s.session_settings.limit == 2\n"
+        "print(sorted(m for m in sys.modules if m == 'agents' or m.startswith('agents.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -5,13 +5,25 @@ Start with :class:`SessionStore` (one engine and a pair of tables) and its
 Agents SDK's ``Session`` protocol.
 """
 
+from agent_session_store.admin import (
+    ImportResult,
+    PruneResult,
+    SessionInfo,
+    SessionPage,
+)
 from agent_session_store.errors import (
     AgentSessionStoreError,
+    CommitOutcomeUnknownError,
+    DatabaseConnectionError,
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    InvalidRecordError,
+    ItemTooLargeError,
+    MigrationError,
     SchemaOutOfDateError,
 )
+from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
@@ -28,16 +40,29 @@ __all__ = [
     "AgentSession",
     "AgentSessionStoreError",
     "Base",
+    "CommitOutcomeUnknownError",
+    "DatabaseConnectionError",
     "DriverNotInstalledError",
+    "ImportResult",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "InvalidRecordError",
+    "ItemTooLargeError",
+    "MigrationError",
     "ModelPair",
+    "PruneResult",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
+    "SessionInfo",
+    "SessionPage",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
+    "check",
+    "current",
+    "downgrade",
     "make_models",
+    "upgrade",
 ]
 
 __version__ = "0.1.0"

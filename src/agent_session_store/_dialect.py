@@ -6,15 +6,20 @@ URL defaults, per-connection SQLite settings, the session-row upsert, and which 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import random
+import time
 from typing import Any
 
-from sqlalchemy import Table, Text, bindparam, event, func, insert, select, true
+from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text, true
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.util import await_only
 
-from agent_session_store.errors import DriverNotInstalledError
+from agent_session_store.errors import DriverNotInstalledError, ItemTooLargeError
 from agent_session_store.models import utcnow
 
 DEFAULT_URL = "sqlite+aiosqlite:///agent_sessions.db"
@@ -75,14 +80,31 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode")
-        mode = cursor.fetchone()
-        if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):
-            cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # In WAL mode NORMAL never corrupts the file; a power cut may drop the last commits.
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Two processes opening a fresh file can both see "delete" mode and race to switch; SQLite
+    # answers the loser "database is locked" at once, without waiting out the busy timeout.
+    # Look again after a pause: usually the winner has switched the file for both.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()
+        if mode is None or str(mode[0]).lower() in ("wal", "memory"):
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # the driver's own OperationalError: connect is not wrapped
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+        # Runs inside the async engine's greenlet: wait on the event loop, do not block it.
+        await_only(asyncio.sleep(random.uniform(0.01, 0.05)))
 
 
 def is_mysql(dialect: Dialect) -> bool:
@@ -153,6 +175,38 @@ def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert |
         .order_by(texts.c.n)
     )
     return insert(messages).from_select(["session_id", "message_data"], rows).add_cte(touched)
+
+
+_MAX_PACKET = text("SELECT @@max_allowed_packet")
+#: Bytes of an INSERT around one row's values: keywords, names, quotes, the session id's row.
+_INSERT_OVERHEAD = 1024
+
+
+async def mysql_max_packet(conn: AsyncConnection) -> int:
+    """The server's ``max_allowed_packet``: the largest statement it accepts, in bytes."""
+    return int((await conn.execute(_MAX_PACKET)).scalar_one())
+
+
+def check_packet_size(texts: list[str], session_id: str, max_packet: int) -> None:
+    r"""Refuse, before sending, a row whose INSERT MySQL/MariaDB would cut the connection on.
+
+    A statement over ``max_allowed_packet`` makes the server drop the connection with a bare
+    "Lost connection to server during query"; this says which item and which limit instead.
+    The driver sends each row's text quoted, with ``\``, ``'`` and ``"`` escaped.
+    """
+    room = max_packet - _INSERT_OVERHEAD - 2 * len(session_id.encode())
+    for index, item_text in enumerate(texts):
+        if len(item_text) * 8 <= room:  # cannot be too large even if every char needs 8 bytes
+            continue
+        size = len(item_text.encode()) + sum(item_text.count(c) for c in "\\'\"")
+        if size > room:
+            raise ItemTooLargeError(
+                f"items[{index}] is {size} bytes as escaped JSON and needs a statement of "
+                f"about {size + max_packet - room} bytes, more than the MySQL/MariaDB server "
+                f"accepts (max_allowed_packet = {max_packet} bytes); "
+                "raise max_allowed_packet on the server or store smaller items. "
+                "Nothing was stored."
+            )
 
 
 #: SQLSTATEs after which the server has rolled the whole transaction back.

@@ -6,7 +6,9 @@ Everything here runs before a connection is taken, so bad input never reaches th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_session_store.errors import InvalidItemError
@@ -15,6 +17,9 @@ MAX_SESSION_ID_LENGTH = 255
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 encode = _encoder.encode
+#: For items holding lone surrogates, which UTF-8 cannot carry but JSON escapes can.
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+_has_surrogate = re.compile("[\ud800-\udfff]").search
 decode = json.loads
 DecodeError = json.JSONDecodeError
 
@@ -24,7 +29,8 @@ def check_session_id(session_id: object) -> str:
 
     Raises:
         TypeError: ``session_id`` is not a ``str``.
-        ValueError: it is empty, longer than 255 characters, or contains a NUL character.
+        ValueError: it is empty, longer than 255 characters, contains a NUL character, or
+            ends with a space.
     """
     if not isinstance(session_id, str):
         raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
@@ -37,6 +43,12 @@ def check_session_id(session_id: object) -> str:
         )
     if "\x00" in session_id:
         raise ValueError("session_id must not contain NUL characters")
+    if session_id.endswith(" "):
+        # MySQL/MariaDB compare VARCHARs ignoring trailing spaces: "a " would read "a"'s history.
+        raise ValueError(
+            f"session_id {session_id!r} ends with a space; MySQL and MariaDB cannot tell it "
+            "from the id without the space, so strip it (or choose another id)"
+        )
     return session_id
 
 
@@ -52,7 +64,10 @@ def check_limit(limit: object) -> int | None:
 
 
 def encode_items(items: object) -> list[str]:
-    """Encode every item to compact JSON text, or raise before anything is stored.
+    r"""Encode every item to compact JSON text, or raise before anything is stored.
+
+    Text holding a lone surrogate (``"\ud83d"`` cut from an emoji pair) is written with JSON
+    escapes instead: UTF-8 cannot carry it, and every driver refused it mid-transaction.
 
     Raises:
         TypeError: ``items`` is not a list, or one of its elements is not a dict.
@@ -65,7 +80,10 @@ def encode_items(items: object) -> list[str]:
         if not isinstance(item, dict):
             raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
         try:
-            encoded.append(encode(item))
+            text = encode(item)
+            if not text.isascii() and _has_surrogate(text):
+                text = _encode_ascii(item)
+            encoded.append(text)
         except (TypeError, ValueError) as exc:
             raise InvalidItemError(f"items[{index}] is not valid JSON: {exc}") from None
         except RecursionError:
@@ -80,6 +98,18 @@ def decode_rows(rows: Iterable[str], on_error: Any) -> list[Any]:
     for text in rows:
         try:
             append(decode(text))
-        except (DecodeError, TypeError, RecursionError):
+        except RecursionError:
+            # Nested nearly as deep as encoding allowed, and read from a deeper call stack than
+            # it was written from: not corrupt, so decode it where the stack is empty.
+            try:
+                append(_decode_on_fresh_stack(text))
+            except (DecodeError, TypeError, RecursionError):
+                on_error(text)
+        except (DecodeError, TypeError):
             on_error(text)
     return items
+
+
+def _decode_on_fresh_stack(text: str) -> Any:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(decode, text).result()

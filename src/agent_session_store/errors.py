@@ -16,8 +16,28 @@ class InvalidItemError(AgentSessionStoreError, ValueError):
     """An item cannot be stored as strict JSON (NaN, Infinity, unserialisable values, ...)."""
 
 
+class ItemTooLargeError(InvalidItemError):
+    """An item is larger than the database server accepts in one statement."""
+
+
 class InvalidIdentifierError(AgentSessionStoreError, ValueError):
     """A table name is not a plain SQL identifier."""
+
+
+class CommitOutcomeUnknownError(AgentSessionStoreError, RuntimeError):
+    """The connection was lost while committing: the write may or may not have been saved.
+
+    The store never retries such a write, because running it again could store a batch
+    twice or pop a second item. Read the session to find out, then decide.
+    """
+
+
+class DatabaseConnectionError(AgentSessionStoreError, ConnectionError):
+    """No connection to the database could be made (server down, unreachable, refused login).
+
+    Nothing was sent, so the call can be repeated; the store reconnects by itself once the
+    server is back.
+    """
 
 
 class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
@@ -26,3 +46,11 @@ class SchemaOutOfDateError(AgentSessionStoreError, RuntimeError):
 
 class DriverNotInstalledError(AgentSessionStoreError, ImportError):
     """The async driver named by a database URL is not installed."""
+
+
+class MigrationError(AgentSessionStoreError, RuntimeError):
+    """A migration cannot run: unknown table layout, data that would not fit, a held lock."""
+
+
+class InvalidRecordError(AgentSessionStoreError, ValueError):
+    """An import record is not shaped like the records ``export_sessions`` yields."""

@@ -23,21 +23,25 @@ from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseReasoningItem,
 )
+from openai.types.responses.response_reasoning_item import Summary
 
 __all__ = ["ScriptedModel", "Turn", "demo_agent"]
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One scripted assistant turn: optionally a tool call, then a reply.
+    """One scripted assistant turn: optionally reasoning and a tool call, then a reply.
 
-    ``reply`` may contain ``{tool_output}``, replaced by the tool's result.
+    ``reply`` may contain ``{tool_output}``, replaced by the tool's result. ``reasoning``, when
+    set, is a reasoning item (with this summary) emitted first, as reasoning models do.
     """
 
     reply: str
     tool: str | None = None
     arguments: str = "{}"
+    reasoning: str | None = None
 
 
 class ScriptedModel(Model):
@@ -77,8 +81,9 @@ class ScriptedModel(Model):
             raise RuntimeError(f"the script has only {len(self._turns)} turns")
         turn = self._turns[self._next_turn]
         self._next_turn += 1
+        thought = [] if turn.reasoning is None else [self._reasoning(turn.reasoning)]
         if turn.tool is None:
-            return self._respond(self._message(turn.reply))
+            return self._respond(*thought, self._message(turn.reply))
         call = ResponseFunctionToolCall(
             type="function_call",
             id=f"fc_{next(self._ids)}",
@@ -87,7 +92,7 @@ class ScriptedModel(Model):
             arguments=turn.arguments,
             status="completed",
         )
-        return self._respond(call)
+        return self._respond(*thought, call)
 
     def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
         """Streaming is not scripted; use ``Runner.run``."""
@@ -102,8 +107,17 @@ class ScriptedModel(Model):
             content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
         )
 
-    def _respond(self, item: Any) -> ModelResponse:
-        return ModelResponse(output=[item], usage=Usage(), response_id=f"resp_{next(self._ids)}")
+    def _reasoning(self, summary: str) -> ResponseReasoningItem:
+        return ResponseReasoningItem(
+            type="reasoning",
+            id=f"rs_{next(self._ids)}",
+            summary=[Summary(type="summary_text", text=summary)],
+        )
+
+    def _respond(self, *items: Any) -> ModelResponse:
+        return ModelResponse(
+            output=list(items), usage=Usage(), response_id=f"resp_{next(self._ids)}"
+        )
 
 
 @function_tool

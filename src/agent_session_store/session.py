@@ -1,14 +1,16 @@
 """``SQLAlchemySession``: the OpenAI Agents SDK's ``Session`` protocol over a :class:`SessionStore`.
 
-The class satisfies the protocol structurally, so the SDK is never imported here, and its
-constructor matches the SDK's own ``SQLAlchemySession`` so it can replace it line for line.
+The class satisfies the protocol structurally, so the SDK is never imported here (its
+``SessionSettings`` is used when the application has imported the SDK). Its constructor
+matches the SDK's own ``SQLAlchemySession`` so it can replace it line for line.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,11 +42,27 @@ class SessionSettings:
         return asdict(self)
 
 
+def _settings_class() -> type[Any]:
+    """The SDK's ``SessionSettings`` if the application has imported the SDK, else ours.
+
+    The SDK's wrappers (``EncryptedSession``, ...) read ``session_settings`` from the session
+    they wrap and accept only the SDK's own type. An application that uses them has imported
+    the SDK already, so looking in ``sys.modules`` is enough, and we never import it ourselves.
+    """
+    sdk = sys.modules.get("agents.memory.session_settings")
+    return SessionSettings if sdk is None else cast("type[Any]", sdk.SessionSettings)
+
+
 def _coerce_settings(value: Any) -> Any:
     if value is None:
-        return SessionSettings()
+        return None
     if isinstance(value, Mapping):
-        return SessionSettings(**value)
+        # Our rules first: the SDK's pydantic type would quietly turn True or "3" into a limit.
+        check_limit(value.get("limit"))
+        return _settings_class()(**value)
+    if isinstance(value, SessionSettings):
+        settings_class = _settings_class()
+        return value if settings_class is SessionSettings else settings_class(limit=value.limit)
     if not hasattr(value, "limit"):
         raise TypeError(
             "session_settings must be a SessionSettings, a dict or None, "

@@ -25,6 +25,8 @@ from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store.admin import StoreAdmin
+from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -48,7 +50,7 @@ _RETRY = object()  # a pop lost its row to a concurrent popper; look again
 _UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
-class SessionStore:
+class SessionStore(StoreAdmin):
     """Conversation history in two tables, reached through one async engine.
 
     Args:
@@ -59,6 +61,9 @@ class SessionStore:
         messages_table: Name of the messages table.
         base: A host application's declarative base to put the models on.
         engine_kwargs: Extra arguments for ``create_async_engine`` when given a URL.
+        check_schema: Before the first statement, check that the tables are at this package's
+            migration head and match the models; raise ``SchemaOutOfDateError`` otherwise
+            (nothing is migrated automatically: run ``agent_session_store.upgrade``).
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -75,6 +80,7 @@ class SessionStore:
         messages_table: str = DEFAULT_MESSAGES_TABLE,
         base: type[Any] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
+        check_schema: bool = False,
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         if isinstance(engine_or_url, AsyncEngine):
@@ -104,7 +110,7 @@ class SessionStore:
         self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
         self._writer_locks = weakref.WeakKeyDictionary()
         # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
-        # trips around a single-statement read or pop that is atomic on its own. Elsewhere that
+        # trips around a single-statement read that is atomic on its own. Elsewhere that
         # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -113,7 +119,45 @@ class SessionStore:
         )
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
+        # MySQL/MariaDB drop the connection on a statement over max_allowed_packet: check first.
+        self._check_packets = _dialect.is_mysql(engine.dialect)
+        self._max_packet: int | None = None
         self._build_statements(engine)
+        if check_schema:
+            self._check_schema_before_first_use()
+
+    def _check_schema_before_first_use(self) -> None:
+        # Instance attributes shadow _connect/_begin until the check passes, then are deleted:
+        # stores without check_schema, and this one after its first call, pay nothing.
+        lock = asyncio.Lock()
+        plain = {"_connect": self._connect, "_begin": self._begin}
+
+        async def check_once() -> None:
+            async with lock:
+                if "_connect" not in vars(self):
+                    return
+                # Imported here: only stores that check pay for importing Alembic.
+                from agent_session_store.migrate import check
+
+                await check(
+                    self._engine,
+                    sessions_table=self.sessions_table,
+                    messages_table=self.messages_table,
+                )
+                for name in plain:
+                    delattr(self, name)
+
+        def checked(name: str) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+            @asynccontextmanager
+            async def connection() -> AsyncIterator[AsyncConnection]:
+                await check_once()
+                async with plain[name]() as conn:
+                    yield conn
+
+            return connection
+
+        for name in plain:
+            setattr(self, name, checked(name))
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
@@ -228,28 +272,48 @@ class SessionStore:
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.connect() as conn:
+            async with self._checkout() as conn:
                 yield conn
         else:
-            async with self._serial, self._engine.connect() as conn:
+            async with self._serial, self._checkout() as conn:
                 yield conn
 
-    def _connect_single(
-        self, *, write: bool = False
-    ) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for statements each atomic by itself: autocommit where that is cheaper."""
-        if self._autocommit is not None and self._serial is None:
-            return self._autocommit.connect()
-        return self._begin() if write else self._connect()
+    def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for reads, each statement atomic by itself: autocommit where cheaper."""
+        # Until a pending schema check (check_schema=True) has run, _connect runs it.
+        pending_check = "_connect" in vars(self)
+        if self._autocommit is not None and self._serial is None and not pending_check:
+            return self._checkout(self._autocommit)
+        return self._connect()
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
-            async with self._engine.begin() as conn:
+            async with self._checkout() as conn, conn.begin():
                 yield conn
         else:
-            async with self._serial, self._engine.begin() as conn:
+            async with self._serial, self._checkout() as conn, conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def _checkout(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+        engine = engine or self._engine
+        conn = engine.connect()
+        try:
+            await conn.start()
+        except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
+            # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
+            url = self._engine.url.render_as_string(hide_password=True)
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise DatabaseConnectionError(
+                f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
+                "check that the database server is running and reachable (for SQLite: that "
+                "the file can be opened), then call again: the same store reconnects by itself"
+            ) from exc
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     def _writer(self) -> AbstractAsyncContextManager[Any]:
         if not self._one_writer:
@@ -260,29 +324,41 @@ class SessionStore:
             lock = self._writer_locks[loop] = asyncio.Lock()
         return lock
 
-    async def _write(
-        self, operation: Callable[[AsyncConnection], Awaitable[T]], *, single: bool = False
-    ) -> T:
+    async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable.
 
-        With ``single``, ``operation`` changes data with one statement, which is its own
-        transaction on an autocommit connection where the dialect makes that cheaper.
+        Writes keep their own COMMIT even when they are one statement: a connection lost before
+        it means nothing was written (so one retry is safe), which autocommit could not tell.
         """
-        return await _settle(self._retrying(operation, single))
+        return await _settle(self._retrying(operation))
 
-    async def _retrying(
-        self, operation: Callable[[AsyncConnection], Awaitable[T]], single: bool
-    ) -> T:
+    async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        lost_before = False
         for attempt in range(_MAX_ATTEMPTS):
+            committing = False
             try:
-                context = self._connect_single(write=True) if single else self._begin()
-                async with self._writer(), context as conn:
-                    return await operation(conn)
+                async with self._writer(), self._begin() as conn:
+                    result = await operation(conn)
+                    committing = True
+                return result
             except DBAPIError as exc:
-                if attempt == _MAX_ATTEMPTS - 1 or not _dialect.is_retryable(exc):
+                if committing and exc.connection_invalidated:
+                    raise CommitOutcomeUnknownError(
+                        "the database connection was lost while committing; the write may or "
+                        "may not have been saved, so it was not retried: read the session "
+                        f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
+                    ) from exc
+                # A connection lost before COMMIT was sent took its transaction with it; one
+                # retry on a fresh connection, since a statement that kills it would again.
+                lost = exc.connection_invalidated
+                if lost and lost_before:
+                    raise
+                lost_before = lost_before or lost
+                if attempt == _MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
                     raise
                 logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                if not lost:
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     # -- the four operations, by session id -------------------------------------------------
@@ -293,8 +369,17 @@ class SessionStore:
         limit = check_limit(limit)
         if limit == 0:
             return []
+        try:
+            return await self._read(session_id, limit)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A read changes nothing, so a connection the server dropped earns one more try.
+            return await self._read(session_id, limit)
+
+    async def _read(self, session_id: str, limit: int | None) -> list[Any]:
         warn = self._warn_corrupt(session_id)
-        async with self._connect_single() as conn:
+        async with self._read_connection() as conn:
             if limit is not None:
                 return await self._tail(conn, session_id, limit)
             params = {"sid": session_id, "lim": _HEAD + 1}
@@ -333,12 +418,16 @@ class SessionStore:
         append = self._append
         if append is not None:
             one = {"sid": session_id, "texts": encoded}
-            await self._write(lambda conn: conn.execute(append, one), single=True)
+            await self._write(lambda conn: conn.execute(append, one))
             return
         rows = [{"session_id": session_id, "message_data": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
         async def add(conn: AsyncConnection) -> None:
+            if self._check_packets:
+                if self._max_packet is None:
+                    self._max_packet = await _dialect.mysql_max_packet(conn)
+                _dialect.check_packet_size(encoded, session_id, self._max_packet)
             await conn.execute(self._touch, {"session_id": session_id})
             await conn.execute(self._insert, params)
 
@@ -348,9 +437,7 @@ class SessionStore:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
         check_session_id(session_id)
         while True:
-            text = await self._write(
-                lambda conn: self._pop_row(conn, session_id), single=self._pop_returning
-            )
+            text = await self._write(lambda conn: self._pop_row(conn, session_id))
             if text is None:
                 return None
             if text is _RETRY:

@@ -1,0 +1,1 @@
+"""agent-session-store's revisions (branch label ``agent_session_store``)."""

@@ -1,0 +1,156 @@
+"""What the Alembic environment and the revisions share: table names, version table, lock.
+
+Table names travel from whoever starts a migration (``upgrade()``, ``alembic -x``, a host's
+``env.py``) to every revision through one ``context.configure`` option, :data:`TABLES_OPTION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+
+from agent_session_store.errors import InvalidIdentifierError, MigrationError
+from agent_session_store.models import (
+    DEFAULT_MESSAGES_TABLE,
+    DEFAULT_SESSIONS_TABLE,
+    check_identifier,
+    derived_name,
+    make_models,
+)
+
+#: The ``context.configure`` option holding ``{"sessions_table": ..., "messages_table": ...}``.
+TABLES_OPTION = "agent_session_store_tables"
+#: Branch label of this package's revisions, for ``alembic upgrade agent_session_store@head``.
+BRANCH_LABEL = "agent_session_store"
+#: Seconds a MySQL/MariaDB upgrade waits for another process's upgrade to finish.
+LOCK_TIMEOUT_S = 600
+
+
+def table_names(
+    sessions_table: str | None = None, messages_table: str | None = None
+) -> tuple[str, str]:
+    """Validated table names, defaults filled in."""
+    sessions = check_identifier(sessions_table or DEFAULT_SESSIONS_TABLE, "sessions_table")
+    messages = check_identifier(messages_table or DEFAULT_MESSAGES_TABLE, "messages_table")
+    if sessions == messages:
+        raise InvalidIdentifierError("sessions_table and messages_table must differ")
+    return sessions, messages
+
+
+def tables_from_opts(opts: Mapping[str, Any]) -> tuple[str, str]:
+    """The table names a migration context was configured with (defaults when none)."""
+    names = opts.get(TABLES_OPTION) or {}
+    unknown = set(names) - {"sessions_table", "messages_table"}
+    if unknown:
+        raise MigrationError(
+            f"unknown keys {sorted(unknown)} in the {TABLES_OPTION!r} migration option; "
+            "use sessions_table and messages_table"
+        )
+    return table_names(names.get("sessions_table"), names.get("messages_table"))
+
+
+def version_table(sessions_table: str) -> str:
+    """The version table of a standalone run: apart from any host's ``alembic_version``."""
+    return derived_name(sessions_table, "alembic_version")
+
+
+def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
+    """The metadata holding the models for these table names."""
+    pair = make_models(sessions_table=sessions_table, messages_table=messages_table)
+    metadata: MetaData = pair.AgentSession.__table__.metadata  # type: ignore[attr-defined]
+    return metadata
+
+
+def include_only(*tables: str) -> Callable[..., bool]:
+    """An Alembic ``include_name`` hook that sees only ``tables`` (and what they hold)."""
+    wanted = set(tables)
+
+    def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+        if type_ == "table":
+            return name in wanted
+        return True
+
+    return include_name
+
+
+def _lock_key(name: str) -> int:
+    # pg_advisory_lock takes a signed 64-bit key; a stable hash of the version table's name.
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def migration_lock(connection: Connection, name: str) -> Iterator[None]:
+    """Hold a lock so that one process at a time migrates these tables.
+
+    PostgreSQL takes a session advisory lock and MySQL/MariaDB a named lock, both released
+    on exit, and leave no transaction open so Alembic can run one per revision. SQLite opens
+    a write transaction (``BEGIN IMMEDIATE``) that the whole run happens in, committed on exit,
+    with foreign keys off: rebuilding a parent table with them on would cascade-delete rows.
+    A connection already in a transaction belongs to the caller; it is used as it is.
+    """
+    if connection.in_transaction():
+        yield
+        return
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        key = {"key": _lock_key(name)}
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            connection.commit()
+    elif dialect in ("mysql", "mariadb"):
+        # MySQL limits lock names to 64 characters.
+        lock_name = derived_name("ass", name)[:64]
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": lock_name, "timeout": LOCK_TIMEOUT_S},
+        ).scalar()
+        connection.commit()
+        if got != 1:
+            raise MigrationError(
+                f"another process held the migration lock {lock_name!r} for {LOCK_TIMEOUT_S}s; "
+                "check that no upgrade is stuck, then run the upgrade again"
+            )
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": lock_name})
+            connection.commit()
+    elif dialect == "sqlite":
+        with _sqlite_write_transaction(connection):
+            yield
+    else:
+        yield
+
+
+@contextmanager
+def _sqlite_write_transaction(connection: Connection) -> Iterator[None]:
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    saved_isolation = dbapi_connection.isolation_level
+    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.commit()
+    # Without a driver-managed BEGIN, our BEGIN IMMEDIATE takes the write lock up front and
+    # DDL runs inside the transaction instead of autocommitting.
+    dbapi_connection.isolation_level = None
+    try:
+        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        connection.commit()
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.exec_driver_sql(f"PRAGMA foreign_keys = {1 if foreign_keys else 0:d}")
+        connection.commit()
+        dbapi_connection.isolation_level = saved_isolation

@@ -1,0 +1,256 @@
+"""``agent-session-store``: look at, move, prune and migrate conversation history from a shell.
+
+Every command takes ``--url`` (else ``AGENT_SESSION_STORE_URL``, else the embedded SQLite file
+``agent_sessions.db``). Errors a person can act on print one line and exit with status 1;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+from rich.console import Console
+
+from agent_session_store import __version__, _render
+from agent_session_store._cli_base import (
+    CommandError,
+    Target,
+    database_options,
+    open_store,
+    prepare_schema,
+    require_schema,
+    run,
+    table_names,
+)
+from agent_session_store._cli_transfer import (
+    export_command,
+    import_command,
+    import_sdk_sqlite_command,
+)
+from agent_session_store.admin import PruneResult
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agent-session-store")
+def cli() -> None:
+    """Look at, export, import, prune and migrate agent conversation history."""
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@cli.command("sessions")
+@database_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest",
+              show_default=True, help="By last update.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sessions_command(
+    target: Target, limit: int, cursor: str | None, order: Any, as_json: bool
+) -> None:
+    """List sessions with their item counts, most recently updated first."""
+
+    async def work() -> None:
+        async with open_store(target) as store:
+            await require_schema(store, target)
+            page = await store.list_sessions(limit=limit, cursor=cursor, order=order)
+        if as_json:
+            rows = [
+                {"session_id": i.session_id, "items": i.item_count,
+                 "created_at": i.created_at.isoformat(), "updated_at": i.updated_at.isoformat()}
+                for i in page.sessions
+            ]
+            click.echo(json.dumps({"sessions": rows, "next_cursor": page.next_cursor},
+                                  ensure_ascii=False, indent=2))
+            return
+        console = Console()
+        if not page.sessions:
+            console.print(f"no sessions at {target.shown_url}", soft_wrap=True)
+            return
+        console.print(_render.sessions_table(page.sessions))
+        if page.next_cursor:
+            console.print(
+                f"more: agent-session-store sessions --cursor {page.next_cursor}", soft_wrap=True
+            )
+
+    run(target, work())
+
+
+@cli.command("show")
+@database_options
+@click.argument("session_id")
+@click.option("--limit", type=click.IntRange(min=0), help="Only the latest N items.")
+@click.option("--json", "as_json", is_flag=True, help="Print the items as a JSON array.")
+def show_command(target: Target, session_id: str, limit: int | None, as_json: bool) -> None:
+    """Print one session's items: user, assistant, tool calls and outputs, reasoning."""
+
+    async def work() -> None:
+        async with open_store(target) as store:
+            await require_schema(store, target)
+            info = await store.session_info(session_id)
+            if info is None:
+                raise CommandError(f"no session {session_id!r} at {target.shown_url}")
+            items = await store.get_items(session_id, limit)
+        if as_json:
+            click.echo(json.dumps(items, ensure_ascii=False, indent=2))
+            return
+        console = Console()
+        shown = f"latest {len(items)} of " if len(items) < info.item_count else ""
+        console.print(
+            f"[bold]session {info.session_id}[/bold]: {shown}{info.item_count} items, "
+            f"created {_render.when(info.created_at)}, updated {_render.when(info.updated_at)} UTC",
+            highlight=False, soft_wrap=True,
+        )
+        _render.print_items(console, items, first_number=info.item_count - len(items) + 1)
+
+    run(target, work())
+
+
+# -- moving history: export, import, import-sdk-sqlite (in _cli_transfer) ---------------
+
+cli.add_command(export_command)
+cli.add_command(import_command)
+cli.add_command(import_sdk_sqlite_command)
+
+
+# -- pruning ------------------------------------------------------------------------------
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` as a ``timedelta``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not an age such as 30d, 12h, 90m, 2w or 45s")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+@cli.command("prune")
+@database_options
+@click.option("--older-than", "age", required=True, help="Age such as 30d, 12h, 2w.",
+              callback=lambda _ctx, _param, value: parse_age(value))
+@click.option("--yes", is_flag=True, help="Delete; without it, only report what would go.")
+def prune_command(target: Target, age: timedelta, yes: bool) -> None:
+    """Delete sessions not updated for longer than --older-than (a dry run without --yes)."""
+    cutoff = datetime.now(timezone.utc) - age
+
+    async def work() -> PruneResult:
+        async with open_store(target) as store:
+            await require_schema(store, target)
+            return await store.delete_sessions(older_than=cutoff, dry_run=not yes)
+
+    result = run(target, work())
+    since = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if yes:
+        click.echo(f"deleted {result.sessions} sessions ({result.items} items) "
+                   f"not updated since {since}")
+    else:
+        click.echo(f"would delete {result.sessions} sessions ({result.items} items) not updated "
+                   f"since {since}; run again with --yes to delete them")
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@database_options
+@click.option("--session-id", default="demo", show_default=True)
+def demo_command(target: Target, session_id: str) -> None:
+    """Play a scripted agent conversation through the SDK Runner (offline), then show it."""
+    try:
+        from agent_session_store._demo import run_demo
+    except ImportError:
+        if target.debug:
+            raise
+        raise CommandError(
+            "the demo runs the OpenAI Agents SDK, which is not installed; "
+            'run: pip install "agent-session-store[agents]"'
+        ) from None
+
+    async def work() -> None:
+        async with open_store(target) as store:
+            await prepare_schema(store)
+            session = store.session(session_id)
+            await session.clear_session()  # a re-run shows one conversation, not two
+            await run_demo(session)
+            items = await session.get_items()
+        console = Console()
+        console.print(f"[bold]stored {len(items)} items in session {session_id!r} at "
+                      f"{target.shown_url}[/bold]", highlight=False, soft_wrap=True)
+        _render.print_items(console, items)
+        console.print(f"see it again: agent-session-store show {session_id}", highlight=False)
+
+    run(target, work())
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+
+@cli.command("upgrade")
+@database_options
+@click.argument("revision", default="head")
+def upgrade_command(target: Target, revision: str) -> None:
+    """Migrate the schema up to REVISION (default: head)."""
+    from agent_session_store import migrate
+
+    async def work() -> str | None:
+        async with open_store(target) as store:
+            await migrate.upgrade(store.engine, revision, **table_names(store))
+            return await migrate.current(store.engine, **table_names(store))
+
+    click.echo(f"{target.shown_url} is at revision {run(target, work())}")
+
+
+@cli.command("downgrade")
+@database_options
+@click.argument("revision")
+def downgrade_command(target: Target, revision: str) -> None:
+    """Migrate the schema down to REVISION ('base' removes the tables)."""
+    from agent_session_store import migrate
+
+    async def work() -> str | None:
+        async with open_store(target) as store:
+            await migrate.downgrade(store.engine, revision, **table_names(store))
+            return await migrate.current(store.engine, **table_names(store))
+
+    click.echo(f"{target.shown_url} is at revision {run(target, work()) or 'base (no tables)'}")
+
+
+@cli.command("current")
+@database_options
+def current_command(target: Target) -> None:
+    """Print the database's schema revision and the one this package needs."""
+    from agent_session_store import migrate
+
+    async def work() -> str | None:
+        async with open_store(target) as store:
+            return await migrate.current(store.engine, **table_names(store))
+
+    revision = run(target, work())
+    click.echo(f"current: {revision or 'none (run: agent-session-store upgrade)'}")
+    click.echo(f"head:    {migrate.head_revision()}")
+
+
+@cli.command("check")
+@database_options
+def check_command(target: Target) -> None:
+    """Exit 0 if the schema is at the package's revision, else say what to run."""
+    from agent_session_store import migrate
+
+    async def work() -> None:
+        async with open_store(target) as store:
+            await migrate.check(store.engine, **table_names(store))
+
+    run(target, work())
+    click.echo(f"{target.shown_url} is up to date at revision {migrate.head_revision()}")
+
+
+def main() -> None:
+    """The ``agent-session-store`` console script."""
+    cli(prog_name="agent-session-store")

@@ -1,0 +1,88 @@
+"""The wheel, installed (not editable) into a fresh venv and run from outside the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from agent_session_store.migrate import head_revision
+
+from .test_host_app import HOST_APP, assert_host_schema_at_heads, host_alembic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+# Upgrade, check, write and read through the installed package; print where it was imported from.
+SCRIPT = """
+import asyncio, sys
+import agent_session_store as ass
+from agent_session_store import SessionStore, check, current, downgrade, upgrade
+
+url = sys.argv[1]
+names = {"sessions_table": "w_sessions", "messages_table": "w_messages"}
+
+async def main():
+    await upgrade(url, **names)
+    await check(url, **names)
+    async with SessionStore(url, check_schema=True, **names) as store:
+        await store.session("s").add_items([{"n": 1}, {"n": 2}])
+        assert await store.session("s").get_items() == [{"n": 1}, {"n": 2}]
+    await downgrade(url, "base", **names)
+    assert await current(url, **names) is None
+    await upgrade(url, **names)
+    print(ass.__file__)
+    print(await current(url, **names))
+
+asyncio.run(main())
+"""
+
+
+def run(*args: str | Path, cwd: Path) -> str:
+    result = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a fresh venv holding the wheel built from this checkout."""
+    base = tmp_path_factory.mktemp("wheel")
+    pip = (sys.executable, "-m", "pip")
+    run(*pip, "wheel", "-q", "--no-deps", "-w", base / "dist", ROOT, cwd=base)
+    (wheel,) = (base / "dist").glob("agent_session_store-*.whl")
+    venv.EnvBuilder(with_pip=True).create(base / "venv")
+    python = base / "venv" / "bin" / "python"
+    run(python, "-m", "pip", "install", "-q", f"{wheel}[postgres,mysql]", cwd=base)
+    return python
+
+
+def test_wheel_in_a_fresh_venv_upgrades_a_database_from_outside_the_repository(
+    installed: Path, shared_db_url: str, tmp_path: Path
+) -> None:
+    out = run(installed, "-c", SCRIPT, shared_db_url, cwd=tmp_path).split()
+    site_packages = installed.parent.parent / "lib"
+    assert Path(out[0]).is_relative_to(site_packages)  # not the checkout
+    assert out[1] == head_revision()
+
+
+async def test_wheel_in_a_fresh_venv_serves_a_host_alembic_env_through_version_locations(
+    installed: Path, shared_db_url: str, tmp_path: Path
+) -> None:
+    host = tmp_path / "host_app"
+    shutil.copytree(HOST_APP, host, ignore=shutil.ignore_patterns("__pycache__"))
+    host_alembic(shared_db_url, "upgrade", "heads", python=str(installed), cwd=host)
+    await assert_host_schema_at_heads(shared_db_url)
