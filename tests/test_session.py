@@ -101,7 +101,8 @@ async def test_add_items_leaves_nothing_when_the_transaction_fails_midway(
     session = store.session("fresh")
 
     def fail_on_message_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO") and "message_data" in statement:
+        # Any statement that writes messages: on PostgreSQL the upsert and the insert are one.
+        if "INSERT INTO" in statement.upper() and "message_data" in statement:
             raise RuntimeError("injected failure after the session upsert")
 
     sync_engine = store.engine.sync_engine

@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text, true
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -138,6 +138,43 @@ def touch_session(dialect: Dialect, sessions: Table) -> Insert:
             index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
         )
     raise NotImplementedError(f"dialect {dialect.name!r} is not supported")
+
+
+def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert | None:
+    """One statement that upserts the session row and appends the items, where there is one.
+
+    On PostgreSQL the upsert runs as a data-modifying CTE that the appended rows join, so its
+    row lock is taken before any message id is drawn: concurrent batches on one session stay
+    contiguous, in one round trip instead of four (BEGIN, upsert, insert, COMMIT). Items come
+    as one ``text[]`` parameter ``texts``, kept in order by ``WITH ORDINALITY``; the session
+    id is ``sid``. None on other dialects, which have no data-modifying CTEs.
+    """
+    if dialect.name != "postgresql":
+        return None
+    from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    touched = (
+        pg_insert(sessions)
+        .values(session_id=bindparam("sid"))
+        .on_conflict_do_update(
+            index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
+        )
+        .returning(sessions.c.session_id)
+        .cte("touched")
+    )
+    texts = (
+        func.unnest(bindparam("texts", type_=ARRAY(Text)))
+        .table_valued("message_data", with_ordinality="n")
+        .render_derived()
+    )
+    rows = (
+        select(touched.c.session_id, texts.c.message_data)
+        .select_from(touched)
+        .join(texts, true())
+        .order_by(texts.c.n)
+    )
+    return insert(messages).from_select(["session_id", "message_data"], rows).add_cte(touched)
 
 
 _MAX_PACKET = text("SELECT @@max_allowed_packet")

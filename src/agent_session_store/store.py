@@ -13,7 +13,7 @@ import logging
 import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -42,7 +42,12 @@ logger = logging.getLogger("agent_session_store")
 
 T = TypeVar("T")
 _MAX_ATTEMPTS = 8
+#: A history up to this many items is read in one buffered statement; a longer one is streamed.
+_HEAD = 2_000
+#: Rows per fetch when a full read streams.
+_PAGE = 1_000
 _RETRY = object()  # a pop lost its row to a concurrent popper; look again
+_UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
 class SessionStore(StoreAdmin):
@@ -84,7 +89,11 @@ class SessionStore(StoreAdmin):
             engine, self._owns_engine = engine_or_url, False
         else:
             url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
-            engine, self._owns_engine = create_async_engine(url, **dict(engine_kwargs or {})), True
+            # Every checkout of ours goes through a Connection that commits or rolls back before
+            # returning it, so the pool's own ROLLBACK on return (a round trip on MySQL, a thread
+            # hop on aiosqlite, after every commit) has nothing left to do.
+            kwargs = {"pool_reset_on_return": None, **dict(engine_kwargs or {})}
+            engine, self._owns_engine = create_async_engine(url, **kwargs), True
         _dialect.configure_sqlite(engine.sync_engine)
 
         self._engine = engine
@@ -94,6 +103,20 @@ class SessionStore(StoreAdmin):
         self.messages_table = messages_table
         # One connection shared by every task (SQLite :memory:) must be used by one at a time.
         self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
+        # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
+        # 1 ms growing to 100 ms; other processes still meet the busy timeout.
+        self._one_writer = engine.dialect.name == "sqlite" and self._serial is None
+        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._writer_locks = weakref.WeakKeyDictionary()
+        # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
+        # trips around a single-statement read that is atomic on its own. Elsewhere that
+        # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
         # MySQL/MariaDB drop the connection on a statement over max_allowed_packet: check first.
@@ -144,11 +167,14 @@ class SessionStore(StoreAdmin):
         self._select_all = (
             select(m.c.message_data).where(m.c.session_id == sid).order_by(m.c.id)
         )
+        self._select_head = self._select_all.limit(bindparam("lim", type_=Integer))
+        self._stream_all = self._select_all.execution_options(yield_per=_PAGE)
         self._select_tail = newest_first.limit(bindparam("lim", type_=Integer))
         self._select_tail_before = newest_first.where(m.c.id < bindparam("before")).limit(
             bindparam("lim", type_=Integer)
         )
         self._touch = _dialect.touch_session(engine.dialect, s)
+        self._append = _dialect.append_items(engine.dialect, s, m)
         self._insert = insert(m)
         self._exists = select(m.c.id).where(m.c.session_id == sid).limit(1)
         self._delete_messages = delete(m).where(m.c.session_id == sid)
@@ -252,6 +278,14 @@ class SessionStore(StoreAdmin):
             async with self._serial, self._checkout() as conn:
                 yield conn
 
+    def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for reads, each statement atomic by itself: autocommit where cheaper."""
+        # Until a pending schema check (check_schema=True) has run, _connect runs it.
+        pending_check = "_connect" in vars(self)
+        if self._autocommit is not None and self._serial is None and not pending_check:
+            return self._checkout(self._autocommit)
+        return self._connect()
+
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._serial is None:
@@ -262,8 +296,9 @@ class SessionStore(StoreAdmin):
                 yield conn
 
     @asynccontextmanager
-    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
-        conn = self._engine.connect()
+    async def _checkout(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+        engine = engine or self._engine
+        conn = engine.connect()
         try:
             await conn.start()
         except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
@@ -280,8 +315,21 @@ class SessionStore(StoreAdmin):
         finally:
             await conn.close()
 
+    def _writer(self) -> AbstractAsyncContextManager[Any]:
+        if not self._one_writer:
+            return _UNLOCKED
+        loop = asyncio.get_running_loop()
+        lock = self._writer_locks.get(loop)
+        if lock is None:
+            lock = self._writer_locks[loop] = asyncio.Lock()
+        return lock
+
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable."""
+        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable.
+
+        Writes keep their own COMMIT even when they are one statement: a connection lost before
+        it means nothing was written (so one retry is safe), which autocommit could not tell.
+        """
         return await _settle(self._retrying(operation))
 
     async def _retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -289,7 +337,7 @@ class SessionStore(StoreAdmin):
         for attempt in range(_MAX_ATTEMPTS):
             committing = False
             try:
-                async with self._begin() as conn:
+                async with self._writer(), self._begin() as conn:
                     result = await operation(conn)
                     committing = True
                 return result
@@ -330,11 +378,23 @@ class SessionStore(StoreAdmin):
             return await self._read(session_id, limit)
 
     async def _read(self, session_id: str, limit: int | None) -> list[Any]:
+        warn = self._warn_corrupt(session_id)
+        async with self._read_connection() as conn:
+            if limit is not None:
+                return await self._tail(conn, session_id, limit)
+            params = {"sid": session_id, "lim": _HEAD + 1}
+            head = (await conn.execute(self._select_head, params)).scalars().all()
+            if len(head) <= _HEAD:
+                return decode_rows(head, warn)
+        del head
+        # A long history: stream it, decoding page by page, so that its JSON text and its
+        # decoded items are never in memory at once (one statement, one consistent snapshot).
+        items: list[Any] = []
         async with self._connect() as conn:
-            if limit is None:
-                result = await conn.execute(self._select_all, {"sid": session_id})
-                return decode_rows(result.scalars(), self._warn_corrupt(session_id))
-            return await self._tail(conn, session_id, limit)
+            result = await conn.stream(self._stream_all, {"sid": session_id})
+            async for page in result.scalars().partitions():
+                items += decode_rows(page, warn)
+        return items
 
     async def _tail(self, conn: AsyncConnection, session_id: str, limit: int) -> list[Any]:
         warn = self._warn_corrupt(session_id)
@@ -354,6 +414,11 @@ class SessionStore(StoreAdmin):
         check_session_id(session_id)
         encoded = encode_items(items)
         if not encoded:
+            return
+        append = self._append
+        if append is not None:
+            one = {"sid": session_id, "texts": encoded}
+            await self._write(lambda conn: conn.execute(append, one))
             return
         rows = [{"session_id": session_id, "message_data": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.parametrize("db_url", SERVERS, indirect=True)
 
 #: The statement of each write that the "killed before commit" tests interrupt.
 LAST_STATEMENT = {
-    "add": "INSERT INTO agent_messages",
+    "add": ("INSERT INTO agent_messages", "WITH touched AS"),  # PostgreSQL: one statement
     "pop": "DELETE FROM agent_messages",
     "clear": "DELETE FROM agent_sessions",
 }
