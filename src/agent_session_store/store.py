@@ -123,41 +123,21 @@ class SessionStore(StoreAdmin):
         self._check_packets = _dialect.is_mysql(engine.dialect)
         self._max_packet: int | None = None
         self._build_statements(engine)
-        if check_schema:
-            self._check_schema_before_first_use()
+        # With check_schema, the first checkout compares the database with the migration head.
+        self._schema_pending = check_schema
+        self._schema_lock = asyncio.Lock()
 
-    def _check_schema_before_first_use(self) -> None:
-        # Instance attributes shadow _connect/_begin until the check passes, then are deleted:
-        # stores without check_schema, and this one after its first call, pay nothing.
-        lock = asyncio.Lock()
-        plain = {"_connect": self._connect, "_begin": self._begin}
+    async def _check_schema(self) -> None:
+        async with self._schema_lock:
+            if not self._schema_pending:
+                return
+            # Imported here: only stores that check pay for importing Alembic.
+            from agent_session_store.migrate import check
 
-        async def check_once() -> None:
-            async with lock:
-                if "_connect" not in vars(self):
-                    return
-                # Imported here: only stores that check pay for importing Alembic.
-                from agent_session_store.migrate import check
-
-                await check(
-                    self._engine,
-                    sessions_table=self.sessions_table,
-                    messages_table=self.messages_table,
-                )
-                for name in plain:
-                    delattr(self, name)
-
-        def checked(name: str) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
-            @asynccontextmanager
-            async def connection() -> AsyncIterator[AsyncConnection]:
-                await check_once()
-                async with plain[name]() as conn:
-                    yield conn
-
-            return connection
-
-        for name in plain:
-            setattr(self, name, checked(name))
+            await check(
+                self._engine, sessions_table=self.sessions_table, messages_table=self.messages_table
+            )
+            self._schema_pending = False
 
     def _build_statements(self, engine: AsyncEngine) -> None:
         s, m = self.sessions, self.messages
@@ -280,9 +260,7 @@ class SessionStore(StoreAdmin):
 
     def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for reads, each statement atomic by itself: autocommit where cheaper."""
-        # Until a pending schema check (check_schema=True) has run, _connect runs it.
-        pending_check = "_connect" in vars(self)
-        if self._autocommit is not None and self._serial is None and not pending_check:
+        if self._autocommit is not None and self._serial is None:
             return self._checkout(self._autocommit)
         return self._connect()
 
@@ -297,6 +275,8 @@ class SessionStore(StoreAdmin):
 
     @asynccontextmanager
     async def _checkout(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+        if self._schema_pending:
+            await self._check_schema()
         engine = engine or self._engine
         conn = engine.connect()
         try:
