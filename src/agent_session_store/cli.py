@@ -192,6 +192,18 @@ def demo_command(target: Target, session_id: str) -> None:
 # -- migrations ---------------------------------------------------------------------------
 
 
+def _migrate(target: Target, move: Any, revision: str) -> str | None:
+    """Run ``move`` (``migrate.upgrade`` or ``migrate.downgrade``) and return the new revision."""
+    from agent_session_store import migrate
+
+    async def work() -> str | None:
+        async with open_store(target) as store:
+            await move(store.engine, revision, **table_names(store))
+            return await migrate.current(store.engine, **table_names(store))
+
+    return run(target, work())
+
+
 @cli.command("upgrade")
 @database_options
 @click.argument("revision", default="head")
@@ -199,12 +211,7 @@ def upgrade_command(target: Target, revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
     from agent_session_store import migrate
 
-    async def work() -> str | None:
-        async with open_store(target) as store:
-            await migrate.upgrade(store.engine, revision, **table_names(store))
-            return await migrate.current(store.engine, **table_names(store))
-
-    click.echo(f"{target.shown_url} is at revision {run(target, work())}")
+    click.echo(f"{target.shown_url} is at revision {_migrate(target, migrate.upgrade, revision)}")
 
 
 @cli.command("downgrade")
@@ -214,12 +221,8 @@ def downgrade_command(target: Target, revision: str) -> None:
     """Migrate the schema down to REVISION ('base' removes the tables)."""
     from agent_session_store import migrate
 
-    async def work() -> str | None:
-        async with open_store(target) as store:
-            await migrate.downgrade(store.engine, revision, **table_names(store))
-            return await migrate.current(store.engine, **table_names(store))
-
-    click.echo(f"{target.shown_url} is at revision {run(target, work()) or 'base (no tables)'}")
+    now = _migrate(target, migrate.downgrade, revision)
+    click.echo(f"{target.shown_url} is at revision {now or 'base (no tables)'}")
 
 
 @cli.command("current")
