@@ -37,7 +37,7 @@ def server_url(dialect: str) -> str:
         message = f"{env} is not set; {dialect} tests need a server (see README, Tests)"
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(reason=message)
     return url
 
 

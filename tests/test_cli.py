@@ -317,7 +317,7 @@ def test_the_installed_console_script_runs_the_readme_demo(tmp_path: Path) -> No
     pytest.importorskip("agents")
     script = Path(sys.executable).parent / "agent-session-store"
     if not script.exists():
-        pytest.skip(f"no console script next to {sys.executable}; install the package")
+        pytest.skip(reason=f"no console script next to {sys.executable}; install the package")
     unset = ("AGENT_SESSION_STORE_URL", "OPENAI_API_KEY")
     env = {key: value for key, value in os.environ.items() if key not in unset}
     done = subprocess.run([str(script), "demo"], cwd=tmp_path, env=env, capture_output=True,
@@ -364,7 +364,7 @@ def test_bad_url_with_a_password_never_echoes_it() -> None:
 def missing_driver_url() -> str:
     """A URL whose driver (one the ``mysql`` extra could install) is absent here."""
     if importlib.util.find_spec("asyncmy") is not None:
-        pytest.skip("asyncmy is installed here, so no driver of the mysql extra is missing")
+        pytest.skip(reason="asyncmy is installed here, so no driver of the mysql extra is missing")
     return "mysql+asyncmy://root@127.0.0.1/x"
 
 

@@ -35,7 +35,7 @@ def _missing(what: str) -> None:
     message = f"{what} is not installed; the private-server tests need it"
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(message)
-    pytest.skip(message)
+    pytest.skip(reason=message)
 
 
 def _as_user(user: str) -> list[str]:
