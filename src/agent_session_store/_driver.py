@@ -1,0 +1,404 @@
+"""The store's hot statements run straight on the async driver's connection.
+
+SQLAlchemy builds every statement (Core, once per store) and compiles it once for the engine's
+dialect; the connection comes from, and goes back to, the engine's own pool, so pool settings,
+``connect``/``checkout`` events and ``pool_pre_ping`` all apply. What is skipped is
+SQLAlchemy's per-statement execution path (a greenlet switch, an execution context, a
+``CursorResult``) and, on aiosqlite, the extra hops to the driver's thread that its cursor
+adapter makes: together most of the cost of a one-round-trip operation (docs/performance.md).
+
+Driver errors are translated and wrapped exactly as SQLAlchemy would (``DBAPIError`` with
+``connection_invalidated``), and a lost connection is invalidated in the pool, so the store's
+retry rules see the same exceptions on both paths. The store takes this path only while the
+engine has no statement or transaction event listeners and is not logging SQL; otherwise
+(``echo``, OpenTelemetry-style instrumentation, tests injecting faults) it uses
+``AsyncConnection.execute`` so that every statement is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
+
+_SQL_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+#: Engine events a statement run on the driver would not fire.
+_STATEMENT_EVENTS = (
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "before_execute",
+    "after_execute",
+    "begin",
+    "commit",
+    "rollback",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A Core statement and, where it needs no type processing, its SQL for the driver.
+
+    ``sources`` gives, per positional parameter, the caller's parameter name or, for a value
+    fixed in the statement (``LIMIT 1``), that value. ``modifies`` marks statements that change
+    rows: on drivers whose single-statement writes commit by themselves, sending one is the
+    commit point.
+    """
+
+    core: Executable
+    sql: str | None
+    sources: tuple[tuple[str | None, Any], ...]
+    modifies: bool = False
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(value if name is None else params[name] for name, value in self.sources)
+
+
+def prepare(core: Executable, dialect: Dialect, *, modifies: bool = False) -> Statement:
+    """Compile ``core`` for ``dialect`` once; keep the SQL only if the driver can run it as is.
+
+    A bind that SQLAlchemy would convert on the way (other than a list for an array of plain
+    text), or SQL completed at execution time, leaves the statement on SQLAlchemy's path.
+    """
+    assert isinstance(core, ClauseElement)
+    compiled = core.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    names = tuple(compiled.positiontup or ())
+    sources: list[tuple[str | None, Any]] = []
+    runnable = compiled.positional and "POSTCOMPILE" not in compiled.string
+    for name in names:
+        bind = compiled.binds[name]
+        runnable = runnable and not _converted(bind.type, dialect)
+        sources.append((name, None) if bind.required else (None, bind.effective_value))
+    return Statement(core, compiled.string if runnable else None, tuple(sources), modifies)
+
+
+def _converted(type_: Any, dialect: Dialect) -> bool:
+    """True when SQLAlchemy would change a value of ``type_`` before the driver sees it."""
+    if type_.bind_processor(dialect) is None:
+        return False
+    # An array of a type without processing only copies the list it is given.
+    item = getattr(type_, "item_type", None)
+    return item is None or _converted(item, dialect)
+
+
+class Driver:
+    """How to run a compiled statement on one async driver's own connection."""
+
+    names: ClassVar[tuple[str, ...]] = ()
+    #: A statement outside a transaction commits by itself (no BEGIN/COMMIT round trips).
+    autocommit: ClassVar[bool] = False
+    #: Any statement, a read too, starts a transaction that must be ended before the
+    #: connection goes back to the pool (``in_transaction`` cannot always tell).
+    reads_begin: ClassVar[bool] = False
+
+    async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def run(self, conn: Any, sql: str, args: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+    async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    async def commit(self, conn: Any) -> None:
+        await conn.commit()
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.rollback()
+
+    def is_closed(self, conn: Any) -> bool:
+        return False
+
+    def in_transaction(self, conn: Any) -> bool:
+        raise NotImplementedError
+
+
+class _Asyncpg(Driver):
+    """asyncpg: statements prepared once per connection by asyncpg; one round trip each."""
+
+    names = ("asyncpg",)
+    autocommit = True  # asyncpg sends no BEGIN unless asked; a lone statement commits itself
+
+    async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+    async def run(self, conn: Any, sql: str, args: tuple[Any, ...]) -> None:
+        await conn.execute(sql, *args)
+
+    async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        await conn.executemany(sql, args)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.is_in_transaction())
+
+
+class _Aiosqlite(Driver):
+    """aiosqlite: one hop to the driver's thread per statement.
+
+    The cursor is made and dropped in that thread; sqlite3 opens the transaction itself before
+    the first write.
+    """
+
+    names = ("aiosqlite",)
+
+    async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return await conn.execute_fetchall(sql, args)  # type: ignore[no-any-return]
+
+    async def run(self, conn: Any, sql: str, args: tuple[Any, ...]) -> None:
+        await conn.execute_fetchall(sql, args)
+
+    async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        await conn.executemany(sql, args)
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+
+class _Aiomysql(Driver):
+    """aiomysql, with autocommit off as SQLAlchemy keeps it.
+
+    The first statement opens the transaction (no BEGIN round trip), so a read is ended with
+    ROLLBACK.
+    """
+
+    names = ("aiomysql",)
+    reads_begin = True
+
+    async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, args)
+            return await cursor.fetchall()  # type: ignore[no-any-return]
+
+    async def run(self, conn: Any, sql: str, args: tuple[Any, ...]) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, args)
+
+    async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        # aiomysql sends an executemany of INSERT ... VALUES as one multi-row INSERT.
+        async with conn.cursor() as cursor:
+            await cursor.executemany(sql, args)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def in_transaction(self, conn: Any) -> bool:
+        # The server reports it only on OK packets, not after a result set: see reads_begin.
+        return bool(conn.get_transaction_status())
+
+
+_DRIVERS: dict[str, Driver] = {
+    name: driver for driver in (_Asyncpg(), _Aiosqlite(), _Aiomysql()) for name in driver.names
+}
+
+
+def driver_for(dialect: Dialect) -> Driver | None:
+    """The driver runner for ``dialect``, or None when statements must go through SQLAlchemy."""
+    return _DRIVERS.get(dialect.driver)
+
+
+def observed(engine: Engine) -> bool:
+    """True while something would miss statements run on the driver: listeners or SQL logs."""
+    dispatch = engine.dispatch
+    if any(getattr(dispatch, name) for name in _STATEMENT_EVENTS):
+        return True
+    if engine.dialect.dispatch.handle_error:  # error hooks see only SQLAlchemy's executions
+        return True
+    return bool(engine.echo) or _SQL_LOG.isEnabledFor(logging.INFO)
+
+
+class ConnectionLostBeforeSendingError(Exception):
+    """The driver's connection was closed before a statement was sent: nothing ran."""
+
+
+class Link:
+    """One pooled connection used through its driver, for one store operation.
+
+    ``committing`` turns true once a change may have been committed: before COMMIT is sent,
+    or, on autocommit drivers, before a modifying statement is sent.
+    """
+
+    __slots__ = (
+        "_dialect",
+        "_driver",
+        "_fairy",
+        "_pending",
+        "autocommit",
+        "committing",
+        "conn",
+        "lost",
+    )
+
+    def __init__(self, driver: Driver, dialect: Dialect, fairy: Any, autocommit: bool) -> None:
+        self._driver = driver
+        self._dialect = dialect
+        self._fairy = fairy
+        self.conn = fairy.driver_connection
+        self.committing = False
+        self.lost: BaseException | None = None
+        self.autocommit = autocommit
+        self._pending = False  # a statement was sent since the last COMMIT or ROLLBACK
+
+    async def rows(self, stmt: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        assert stmt.sql is not None
+        args = stmt.args(params)
+        self._before(stmt)
+        try:
+            return await self._driver.rows(self.conn, stmt.sql, args)
+        except Exception as exc:
+            raise self._wrap(exc, stmt.sql, args) from exc
+
+    async def run(
+        self, stmt: Statement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> None:
+        assert stmt.sql is not None
+        self._before(stmt)
+        if isinstance(params, Mapping):
+            args = stmt.args(params)
+            try:
+                await self._driver.run(self.conn, stmt.sql, args)
+            except Exception as exc:
+                raise self._wrap(exc, stmt.sql, args) from exc
+            return
+        many = [stmt.args(p) for p in params]
+        try:
+            await self._driver.run_many(self.conn, stmt.sql, many)
+        except Exception as exc:
+            raise self._wrap(exc, stmt.sql, many) from exc
+
+    def _before(self, stmt: Statement) -> None:
+        if self._driver.is_closed(self.conn):
+            # Closed by the server while idle in the pool: nothing of this call was sent yet.
+            exc = ConnectionLostBeforeSendingError("the connection was closed before use")
+            raise self._wrap(exc, stmt.sql or "", (), lost=True) from None
+        if self.autocommit and stmt.modifies:
+            self.committing = True
+        self._pending = True
+
+    async def commit(self) -> None:
+        self.committing = True
+        try:
+            await self._driver.commit(self.conn)
+        except Exception as exc:
+            raise self._wrap(exc, "COMMIT", ()) from exc
+        self._pending = False
+
+    async def end_foreign_transaction(self) -> None:
+        adapted = self._fairy.dbapi_connection
+        try:
+            await greenlet_spawn(adapted.commit)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            raise self._wrap(cause, "COMMIT", ()) from exc
+
+    async def rollback(self) -> None:
+        try:
+            await self._driver.rollback(self.conn)
+        except Exception as exc:
+            raise self._wrap(exc, "ROLLBACK", ()) from exc
+        self._pending = False
+
+    def _wrap(
+        self, exc: Exception, sql: str, args: Any, *, lost: bool = False
+    ) -> DBAPIError | Exception:
+        """``exc`` as SQLAlchemy would raise it: translated to the DBAPI's class, wrapped."""
+        dialect = self._dialect
+        adapted = self._fairy.dbapi_connection
+        translated: Exception = exc
+        if not lost:
+            try:
+                adapted._handle_exception(exc)  # raises the DBAPI-style exception
+            except Exception as dbapi_error:
+                translated = dbapi_error
+        error_class = dialect.loaded_dbapi.Error
+        if not isinstance(translated, error_class):
+            translated = dialect.loaded_dbapi.OperationalError(str(exc))
+            translated.__cause__ = exc
+        invalidated = lost or dialect.is_disconnect(translated, adapted, None)
+        if invalidated:
+            self.lost = translated
+        wrapped = DBAPIError.instance(
+            sql,
+            args,
+            translated,
+            error_class,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        )
+        return wrapped
+
+    async def release(self, failed: BaseException | None) -> None:
+        """Return the connection to the pool; a lost or interrupted one is discarded.
+
+        A transaction still open (a failed write, a read on a driver whose reads begin one)
+        is rolled back first, so the pool only ever holds idle connections.
+        """
+        fairy = self._fairy
+        interrupted = failed is not None and not isinstance(failed, Exception)
+        driver = self._driver
+        open_ = self._pending and (driver.reads_begin or driver.in_transaction(self.conn))
+        if self.lost is None and not interrupted and open_:
+            try:
+                await self.rollback()
+            except DBAPIError:
+                self.lost = self.lost or failed or RuntimeError("rollback failed")
+        if self.lost is not None:
+            # As SQLAlchemy does on a disconnect: every connection of the pool made before
+            # this one is presumed gone too (a server restart) and is replaced at checkout.
+            await greenlet_spawn(fairy._pool._invalidate, fairy, self.lost)
+        elif interrupted:
+            # Interrupted mid-statement (cancelled): its protocol state is unknown.
+            await greenlet_spawn(fairy.invalidate)
+        await greenlet_spawn(fairy.close)
+
+
+class CoreLink:
+    """The same interface as :class:`Link`, through SQLAlchemy's ``AsyncConnection``."""
+
+    __slots__ = ("committing", "conn")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.committing = False
+
+    async def rows(self, stmt: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        return (await self.conn.execute(stmt.core, params)).all()
+
+    async def run(
+        self, stmt: Statement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> None:
+        await self.conn.execute(stmt.core, params)
+
+
+@asynccontextmanager
+async def using(
+    fairy: Any, driver: Driver, dialect: Dialect, autocommit: bool
+) -> AsyncIterator[Link]:
+    """``fairy``, a connection checked out of the engine's pool, as a :class:`Link`.
+
+    It goes back to the pool (or is discarded, if lost or interrupted) when the block ends.
+    """
+    link = Link(driver, dialect, fairy, autocommit)
+    failed: BaseException | None = None
+    try:
+        if driver.in_transaction(link.conn):
+            # A pool ``connect``/``checkout`` listener ran a statement, which opened a
+            # transaction; SQLAlchemy's path would commit it with ours, so commit it first.
+            await link.end_foreign_transaction()
+        yield link
+    except BaseException as exc:
+        failed = exc
+        raise
+    finally:
+        await link.release(failed)
