@@ -18,18 +18,19 @@ engine has no statement or transaction event listeners and is not logging SQL; o
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only
 
+T = TypeVar("T")
 _SQL_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 #: Engine events a statement run on the driver would not fire.
 _STATEMENT_EVENTS = (
@@ -294,14 +295,6 @@ class Link:
             raise self._wrap(exc, "COMMIT", ()) from exc
         self._pending = False
 
-    async def end_foreign_transaction(self) -> None:
-        adapted = self._fairy.dbapi_connection
-        try:
-            await greenlet_spawn(adapted.commit)
-        except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-            raise self._wrap(cause, "COMMIT", ()) from exc
-
     async def rollback(self) -> None:
         try:
             await self._driver.rollback(self.conn)
@@ -338,29 +331,78 @@ class Link:
         )
         return wrapped
 
-    async def release(self, failed: BaseException | None) -> None:
-        """Return the connection to the pool; a lost or interrupted one is discarded.
+    async def within(self, body: Callable[[Link], Awaitable[T]], commit: bool) -> T:
+        """Run ``body`` on this link, then COMMIT (``commit``) or end any open transaction."""
+        try:
+            result = await body(self)
+            if commit:
+                await self.commit()
+            elif self._open():
+                await self.rollback()  # a read on a driver whose reads begin a transaction
+            return result
+        except Exception:
+            if self.lost is None and self._open():
+                # If this fails too, the connection is lost (marked by _wrap) and discarded.
+                with suppress(DBAPIError):
+                    await self.rollback()
+            raise
 
-        A transaction still open (a failed write, a read on a driver whose reads begin one)
-        is rolled back first, so the pool only ever holds idle connections.
+    def _open(self) -> bool:
+        driver = self._driver
+        return self._pending and (driver.reads_begin or driver.in_transaction(self.conn))
+
+    def release(self, interrupted: bool) -> None:
+        """Return the connection to the pool, or discard it if lost or interrupted.
+
+        Runs in SQLAlchemy's greenlet, where the pool may wait on the event loop.
         """
         fairy = self._fairy
-        interrupted = failed is not None and not isinstance(failed, Exception)
-        driver = self._driver
-        open_ = self._pending and (driver.reads_begin or driver.in_transaction(self.conn))
-        if self.lost is None and not interrupted and open_:
-            try:
-                await self.rollback()
-            except DBAPIError:
-                self.lost = self.lost or failed or RuntimeError("rollback failed")
         if self.lost is not None:
             # As SQLAlchemy does on a disconnect: every connection of the pool made before
             # this one is presumed gone too (a server restart) and is replaced at checkout.
-            await greenlet_spawn(fairy._pool._invalidate, fairy, self.lost)
+            fairy._pool._invalidate(fairy, self.lost)
         elif interrupted:
             # Interrupted mid-statement (cancelled): its protocol state is unknown.
-            await greenlet_spawn(fairy.invalidate)
-        await greenlet_spawn(fairy.close)
+            fairy.invalidate()
+        fairy.close()
+
+
+def run_checked_out(
+    connect: Callable[[], Any],
+    cannot_connect: Callable[[Exception], Exception],
+    driver: Driver,
+    dialect: Dialect,
+    body: Callable[[Link], Awaitable[T]],
+    *,
+    autocommit: bool,
+    commit: bool,
+) -> T:
+    """Check a connection out of the pool, run ``body`` on it, and return it.
+
+    Called through ``greenlet_spawn`` (one greenlet for the whole operation): the pool's own
+    work runs here, in the greenlet, and ``body`` runs on the event loop.
+    """
+    try:
+        fairy = connect()
+    except Exception as exc:  # the pool raises the driver's own errors, unwrapped
+        raise cannot_connect(exc) from exc
+    link = Link(driver, dialect, fairy, autocommit)
+    interrupted = False
+    try:
+        if driver.in_transaction(link.conn):
+            # A pool ``connect``/``checkout`` listener ran a statement, which opened a
+            # transaction; SQLAlchemy's path would commit it with ours, so commit it first.
+            try:
+                fairy.dbapi_connection.commit()
+            except Exception as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                raise link._wrap(cause, "COMMIT", ()) from exc
+        return await_only(link.within(body, commit))
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
+        raise
+    finally:
+        link.release(interrupted)
 
 
 class CoreLink:
@@ -379,26 +421,3 @@ class CoreLink:
         self, stmt: Statement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     ) -> None:
         await self.conn.execute(stmt.core, params)
-
-
-@asynccontextmanager
-async def using(
-    fairy: Any, driver: Driver, dialect: Dialect, autocommit: bool
-) -> AsyncIterator[Link]:
-    """``fairy``, a connection checked out of the engine's pool, as a :class:`Link`.
-
-    It goes back to the pool (or is discarded, if lost or interrupted) when the block ends.
-    """
-    link = Link(driver, dialect, fairy, autocommit)
-    failed: BaseException | None = None
-    try:
-        if driver.in_transaction(link.conn):
-            # A pool ``connect``/``checkout`` listener ran a statement, which opened a
-            # transaction; SQLAlchemy's path would commit it with ours, so commit it first.
-            await link.end_foreign_transaction()
-        yield link
-    except BaseException as exc:
-        failed = exc
-        raise
-    finally:
-        await link.release(failed)

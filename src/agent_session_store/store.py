@@ -14,6 +14,7 @@ import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -337,31 +338,43 @@ class SessionStore(StoreAdmin):
             return None
         return driver
 
-    @asynccontextmanager
-    async def _raw(self, driver: _driver.Driver, *, autocommit: bool) -> AsyncIterator[Link]:
+    async def _on_driver(
+        self,
+        driver: _driver.Driver,
+        body: Callable[[Link], Awaitable[T]],
+        *,
+        autocommit: bool,
+        commit: bool,
+    ) -> T:
         if self._schema_pending:
             await self._check_schema()
-        try:
-            fairy = await greenlet_spawn(self._engine.sync_engine.raw_connection)
-        except Exception as exc:  # the pool raises the driver's own errors, unwrapped
-            raise self._cannot_connect(exc) from exc
-        async with _driver.using(fairy, driver, self._engine.dialect, autocommit) as link:
-            yield link
+        run = partial(
+            _driver.run_checked_out,
+            self._engine.sync_engine.raw_connection,
+            self._cannot_connect,
+            driver,
+            self._engine.dialect,
+            body,
+            autocommit=autocommit,
+            commit=commit,
+        )
+        if self._serial is None:
+            return await greenlet_spawn(run)
+        async with self._serial:
+            return await greenlet_spawn(run)
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[Link | CoreLink]:
-        """A link for reads, each statement atomic by itself."""
+    async def _reading(self, body: Callable[[Link | CoreLink], Awaitable[T]]) -> T:
+        """Run ``body``, whose statements are reads each atomic by itself."""
         driver = self._fast()
         if driver is None:
             async with self._read_connection() as conn:
-                yield CoreLink(conn)
-            return
-        async with self._serial or _UNLOCKED, self._raw(driver, autocommit=True) as link:
-            yield link
+                return await body(CoreLink(conn))
+        return await self._on_driver(driver, body, autocommit=True, commit=False)
 
-    @asynccontextmanager
-    async def _writing(self, *, single: bool, core: bool = False) -> AsyncIterator[Link | CoreLink]:
-        """A link in one transaction, committed when the block ends without error.
+    async def _writing(
+        self, body: Callable[[Link | CoreLink], Awaitable[T]], *, single: bool, core: bool
+    ) -> T:
+        """Run ``body`` in one transaction, committed when it returns.
 
         ``single``: the operation's only change is one statement; on drivers where a lone
         statement commits by itself it then runs without BEGIN and COMMIT, and sending it is
@@ -371,14 +384,11 @@ class SessionStore(StoreAdmin):
         if driver is None or (driver.autocommit and not single):
             async with self._begin() as conn:
                 on_core = CoreLink(conn)
-                yield on_core
+                result = await body(on_core)
                 on_core.committing = True  # the COMMIT is sent as the block exits
-            return
+            return result
         autocommit = driver.autocommit
-        async with self._serial or _UNLOCKED, self._raw(driver, autocommit=autocommit) as link:
-            yield link
-            if not autocommit:
-                await link.commit()
+        return await self._on_driver(driver, body, autocommit=autocommit, commit=not autocommit)
 
     def _writer(self) -> AbstractAsyncContextManager[Any]:
         if not self._one_writer:
@@ -420,9 +430,10 @@ class SessionStore(StoreAdmin):
         for attempt in range(_MAX_ATTEMPTS):
             used: list[Link | CoreLink] = []
             try:
-                async with self._writer(), self._writing(single=single, core=core) as link:
-                    used.append(link)
-                    return await operation(link)
+                async with self._writer():
+                    return await self._writing(
+                        partial(_recording, used, operation), single=single, core=core
+                    )
             except DBAPIError as exc:
                 if used and used[0].committing and exc.connection_invalidated:
                     raise CommitOutcomeUnknownError(
@@ -461,13 +472,14 @@ class SessionStore(StoreAdmin):
 
     async def _read(self, session_id: str, limit: int | None) -> list[Any]:
         warn = self._warn_corrupt(session_id)
-        async with self._reading() as link:
-            if limit is not None:
-                return await self._tail(link, session_id, limit)
-            params = {"sid": session_id, "lim": _HEAD + 1}
-            head = [row[0] for row in await link.rows(self._select_head, params)]
-            if len(head) <= _HEAD:
-                return decode_rows(head, warn)
+        if limit is not None:
+            return await self._reading(lambda link: self._tail(link, session_id, limit))
+        params = {"sid": session_id, "lim": _HEAD + 1}
+        head = [
+            row[0] for row in await self._reading(lambda link: link.rows(self._select_head, params))
+        ]
+        if len(head) <= _HEAD:
+            return decode_rows(head, warn)
         del head
         # A long history: stream it, decoding page by page, so that its JSON text and its
         # decoded items are never in memory at once (one statement, one consistent snapshot).
@@ -592,6 +604,16 @@ class SessionStore(StoreAdmin):
             store = cls(engine, sessions_table=sessions_table, messages_table=messages_table)
             cls._shared[key] = store
         return store
+
+
+async def _recording(
+    used: list[Link | CoreLink],
+    operation: Callable[[Link | CoreLink], Awaitable[T]],
+    link: Link | CoreLink,
+) -> T:
+    """Run ``operation`` on ``link``, noting the link so the caller can see how far it got."""
+    used.append(link)
+    return await operation(link)
 
 
 async def _settle(operation: Awaitable[T]) -> T:
