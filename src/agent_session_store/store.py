@@ -23,7 +23,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.util import greenlet_spawn
 
 from agent_session_store import _dialect, _driver
 from agent_session_store._driver import CoreLink, Link, Statement
@@ -348,9 +347,8 @@ class SessionStore(StoreAdmin):
     ) -> T:
         if self._schema_pending:
             await self._check_schema()
-        run = partial(
-            _driver.run_checked_out,
-            self._engine.sync_engine.raw_connection,
+        run = _driver.run_on_pool(
+            self._engine.sync_engine.pool,
             self._cannot_connect,
             driver,
             self._engine.dialect,
@@ -359,9 +357,9 @@ class SessionStore(StoreAdmin):
             commit=commit,
         )
         if self._serial is None:
-            return await greenlet_spawn(run)
+            return await run
         async with self._serial:
-            return await greenlet_spawn(run)
+            return await run
 
     async def _reading(self, body: Callable[[Link | CoreLink], Awaitable[T]]) -> T:
         """Run ``body``, whose statements are reads each atomic by itself."""
@@ -402,13 +400,22 @@ class SessionStore(StoreAdmin):
     async def _write(
         self, operation: Callable[[Link | CoreLink], Awaitable[T]], *, single: bool = False
     ) -> T:
-        """Run ``operation`` in one transaction, retrying server-side rollbacks, uncancellable.
+        """Run ``operation`` in one transaction, retrying server-side rollbacks; all or nothing.
 
         A connection lost before anything could have been committed means nothing was
         written, so the operation runs once more on a fresh connection; one lost after
         (during COMMIT, or during a statement that commits by itself) raises
         ``CommitOutcomeUnknownError`` instead of risking a second copy.
+
+        A cancelled write has settled when the caller sees ``CancelledError``: what is stored
+        then stays so. Where the driver runs to its end what it was sent and then a ROLLBACK
+        queued behind it (aiosqlite), the write stops where it is and is rolled back (or, if
+        COMMIT was already queued, kept). Elsewhere a statement or COMMIT in flight could still
+        land after the caller moved on, so the write runs to its end in its own task.
         """
+        driver = self._fast()
+        if driver is not None and driver.finishes_cancelled:
+            return await self._retrying(operation, single)
         return await _settle(self._retrying(operation, single))
 
     async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
