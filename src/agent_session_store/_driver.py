@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool, StaticPool
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
@@ -418,10 +418,12 @@ def quick_pool(pool: Pool) -> bool:
 
     That is: no pre-ping, no recycling by age, no disconnect seen yet (which makes the pool
     replace older connections at checkout), no reset on return, and no checkout/checkin/reset
-    listeners. Then the checkout can run outside SQLAlchemy's greenlet, which costs ~30 us
-    per operation; a checkout that does need a new connection still gets one there.
+    listeners; and a pool that keeps its connections (QueuePool, StaticPool). Then checking
+    an idle connection out, and back in while the pool has room for it, runs outside
+    SQLAlchemy's greenlet, which costs ~30 us per operation; everything else (connecting,
+    closing an overflow connection, discarding a lost one) still runs in the greenlet.
     """
-    if _RESET_NONE is None:
+    if _RESET_NONE is None or not isinstance(pool, (QueuePool, StaticPool)):
         return False
     return (
         getattr(pool, "_pre_ping", True) is False
@@ -432,6 +434,16 @@ def quick_pool(pool: Pool) -> bool:
         and not pool.dispatch.checkin
         and not pool.dispatch.reset
     )
+
+
+def _has_idle(pool: Pool) -> bool:
+    """An idle connection waits in ``pool`` (StaticPool: its one connection, always)."""
+    return not isinstance(pool, QueuePool) or pool.checkedin() > 0
+
+
+def _has_room(pool: Pool) -> bool:
+    """A connection given back is kept, not closed (past ``pool_size`` it is closed: I/O)."""
+    return not isinstance(pool, QueuePool) or pool.checkedin() < pool.size()
 
 
 async def run_on_pool(
@@ -448,8 +460,9 @@ async def run_on_pool(
     quick = quick_pool(pool)
     fairy: Any = None
     try:
-        if quick:
-            # No idle connection: the pool must connect, in its greenlet (below).
+        if quick and _has_idle(pool):
+            # An idle connection that must be replaced (invalidated): the pool reconnects,
+            # in its greenlet (below).
             with suppress(MissingGreenlet):
                 fairy = pool.connect()
         if fairy is None:
@@ -474,7 +487,7 @@ async def run_on_pool(
             interrupted = False
         raise
     finally:
-        if quick and link.lost is None and not interrupted:
+        if quick and link.lost is None and not interrupted and _has_room(pool):
             link.release(interrupted=False)
         elif interrupted:
             # Cancelled: discard the connection even if cancelled again while doing so.
