@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_session_store import SessionStore
+from agent_session_store import SessionStore, _driver
 
 #: The engine events whose listeners must see every statement, so switch the fast path off.
 STATEMENT_EVENTS = (
@@ -188,6 +188,18 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
         finally:
             sql_log.setLevel(level)
         assert store._fast() is not None
+
+    # An engine with a logging_name logs through its own child logger.
+    async with SessionStore(db_url, engine_kwargs={"logging_name": "chat"}) as named:
+        named_log = logging.getLogger("sqlalchemy.engine.Engine.chat")
+        level = named_log.level
+        assert named._fast() is not None
+        named_log.setLevel(logging.INFO)
+        try:
+            assert named._fast() is None
+        finally:
+            named_log.setLevel(level)
+        assert named._fast() is not None
 
 
 async def test_an_engine_with_echo_takes_the_core_path_and_logs_every_statement(
@@ -488,3 +500,25 @@ async def test_a_pool_listener_running_a_statement_does_not_swallow_the_next_wri
                 await writer.add_items("s", [{"n": 4}])
             assert await reader.get_items("s") == [{"n": 3}, {"n": 4}]
     assert ran, f"the {pool_event} listener never ran"
+
+
+async def test_store_engines_check_connections_out_without_a_greenlet_unless_the_pool_needs_io(
+    db_url: str,
+) -> None:
+    # Relies on SQLAlchemy pool attributes that are not public: this fails if they change.
+    async with SessionStore(db_url) as store:
+        await store.create_tables()
+        await store.session("quick").add_items([{"n": 1}])
+        assert _driver.quick_pool(store.engine.sync_engine.pool)
+    needs_io: list[dict[str, Any]] = [
+        {"pool_pre_ping": True},
+        {"pool_recycle": 3600},
+        {"pool_reset_on_return": "rollback"},
+    ]
+    for io in needs_io:
+        async with SessionStore(db_url, engine_kwargs=io) as store:
+            assert not _driver.quick_pool(store.engine.sync_engine.pool), io
+            await store.create_tables()
+            await store.session("slow").add_items([{"n": 2}])
+            assert await store.session("slow").get_items() == [{"n": 2}]
+            await store.session("slow").clear_session()

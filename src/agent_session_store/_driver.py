@@ -39,7 +39,6 @@ except ImportError:  # pragma: no cover - a SQLAlchemy that moved it: always use
     _RESET_NONE = None
 
 T = TypeVar("T")
-_SQL_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 #: Engine events a statement run on the driver would not fire.
 _STATEMENT_EVENTS = (
     "before_cursor_execute",
@@ -228,7 +227,8 @@ def observed(engine: Engine) -> bool:
         return True
     if engine.dialect.dispatch.handle_error:  # error hooks see only SQLAlchemy's executions
         return True
-    return bool(engine.echo) or _SQL_LOG.isEnabledFor(logging.INFO)
+    # The engine's own logger: echo, or logging configured for it (or its logging_name).
+    return bool(engine.echo) or engine.logger.isEnabledFor(logging.INFO)
 
 
 class ConnectionLostBeforeSendingError(Exception):
