@@ -18,7 +18,17 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from sqlalchemy import Integer, MetaData, Table, bindparam, delete, insert, select, text
+from sqlalchemy import (
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -49,6 +59,9 @@ _HEAD = 2_000
 #: Rows per fetch when a full read streams.
 _PAGE = 1_000
 _RETRY = object()  # a pop lost its row to a concurrent popper; look again
+#: ``LIMIT 1`` written into the SQL: as a parameter, PostgreSQL cannot use a cached generic plan
+#: for it (a generic LIMIT looks costlier) and plans the statement again at every execution.
+_ONE = literal_column("1", Integer)
 _UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
@@ -172,17 +185,17 @@ class SessionStore(StoreAdmin):
             insert(m).values(session_id=sid, message_data=text_param), modifies=True
         )
         self._max_packet_query = prepare(text("SELECT @@max_allowed_packet"))
-        self._exists = prepare(select(m.c.id).where(m.c.session_id == sid).limit(1))
+        self._exists = prepare(select(m.c.id).where(m.c.session_id == sid).limit(_ONE))
         self._delete_messages = prepare(delete(m).where(m.c.session_id == sid), modifies=True)
         self._delete_session = prepare(delete(s).where(s.c.session_id == sid), modifies=True)
         # MySQL/MariaDB refuse a DELETE whose subquery reads the same table: lock, then delete.
         self._pop_returning = not _dialect.is_mysql(dialect)
-        newest_id = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id.desc()).limit(1)
+        newest_id = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id.desc()).limit(_ONE)
         self._pop = prepare(
             delete(m).where(m.c.id == newest_id.scalar_subquery()).returning(m.c.message_data),
             modifies=True,
         )
-        self._select_newest_locked = prepare(newest_first.limit(1).with_for_update())
+        self._select_newest_locked = prepare(newest_first.limit(_ONE).with_for_update())
         self._delete_by_id = prepare(
             delete(m).where(m.c.id == bindparam("row_id", type_=Integer)), modifies=True
         )
