@@ -104,9 +104,9 @@ class Driver:
     names: ClassVar[tuple[str, ...]] = ()
     #: A statement outside a transaction commits by itself (no BEGIN/COMMIT round trips).
     autocommit: ClassVar[bool] = False
-    #: A cancelled call leaves the connection usable: the driver finishes what it was sent
-    #: and runs later requests after it (otherwise the connection is discarded).
-    finishes_cancelled: ClassVar[bool] = False
+    #: After a cancelled call, :meth:`settle` can wait until the server is done with what
+    #: it was sent, leaving the connection usable; otherwise the connection is discarded.
+    settles_cancelled: ClassVar[bool] = False
     #: Any statement, a read too, starts a transaction that must be ended before the
     #: connection goes back to the pool (``in_transaction`` cannot always tell).
     reads_begin: ClassVar[bool] = False
@@ -118,6 +118,10 @@ class Driver:
         raise NotImplementedError
 
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    async def settle(self, conn: Any) -> None:
+        """After a cancellation: wait out what was sent, then end any open transaction."""
         raise NotImplementedError
 
     async def commit(self, conn: Any) -> None:
@@ -138,6 +142,15 @@ class _Asyncpg(Driver):
 
     names = ("asyncpg",)
     autocommit = True  # asyncpg sends no BEGIN unless asked; a lone statement commits itself
+    settles_cancelled = True
+
+    async def settle(self, conn: Any) -> None:
+        # asyncpg answers a cancelled query with a CancelRequest, and starts its next query
+        # only once the server has acknowledged the cancelled one (ReadyForQuery): then the
+        # statement has either committed or not, for good.
+        await conn.execute("SELECT 1")
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
 
     async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
         return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
@@ -163,7 +176,12 @@ class _Aiosqlite(Driver):
     """
 
     names = ("aiosqlite",)
-    finishes_cancelled = True  # its thread runs each queued request to the end, in order
+    settles_cancelled = True
+
+    async def settle(self, conn: Any) -> None:
+        # Its thread runs each queued request to the end, in order: a ROLLBACK queued now
+        # runs after what the cancelled call sent (undoing it, unless COMMIT went first).
+        await conn.rollback()
 
     async def rows(self, conn: Any, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
         return await conn.execute_fetchall(sql, args)  # type: ignore[no-any-return]
@@ -307,12 +325,20 @@ class Link:
             raise self._wrap(exc, "COMMIT", ()) from exc
         self._pending = False
 
-    async def abandon(self) -> None:
-        """After a cancellation: roll back whatever the driver still runs for this link."""
-        if self._pending:
-            with suppress(Exception):
-                await self._driver.rollback(self.conn)
-            self._pending = False
+    async def settle(self) -> bool:
+        """After a cancellation: wait until the server is done with this link's statements.
+
+        True when the connection is known good afterwards. Runs to its end even if the
+        caller is cancelled again meanwhile.
+        """
+        if not self._pending:
+            return True
+        task = asyncio.ensure_future(self._driver.settle(self.conn))
+        while not task.done():
+            with suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        self._pending = False
+        return not task.cancelled() and task.exception() is None
 
     def commit_foreign(self) -> None:
         """Commit a transaction opened before this link got the connection (in the greenlet)."""
@@ -479,12 +505,11 @@ async def run_on_pool(
         return await link.within(body, commit)
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)
-        if interrupted and driver.finishes_cancelled and link.lost is None:
-            # The driver still runs what it was sent; a ROLLBACK queued behind it undoes
-            # anything not committed, and the connection stays good (for SQLite :memory:,
-            # discarding it would discard the database).
-            await asyncio.shield(link.abandon())
-            interrupted = False
+        if interrupted and driver.settles_cancelled and link.lost is None:
+            # Cancelled: what was sent has committed or not, for good, before the caller
+            # sees CancelledError, and the connection stays (for SQLite :memory:, discarding
+            # it would discard the database).
+            interrupted = not await link.settle()
         raise
     finally:
         if quick and link.lost is None and not interrupted and _has_room(pool):

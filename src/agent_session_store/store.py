@@ -426,13 +426,15 @@ class SessionStore(StoreAdmin):
         ``CommitOutcomeUnknownError`` instead of risking a second copy.
 
         A cancelled write has settled when the caller sees ``CancelledError``: what is stored
-        then stays so. Where the driver runs to its end what it was sent and then a ROLLBACK
-        queued behind it (aiosqlite), the write stops where it is and is rolled back (or, if
-        COMMIT was already queued, kept). Elsewhere a statement or COMMIT in flight could still
-        land after the caller moved on, so the write runs to its end in its own task.
+        then stays so. On the driver path of aiosqlite and asyncpg the write stops where it is
+        and waits for the server to finish with what was sent (rolled back, or committed if
+        its COMMIT or single statement got there first). Elsewhere (aiomysql, whose protocol
+        a cancellation breaks; SQLAlchemy's path, which cannot be left mid-transaction) the
+        write runs to its end in its own task.
         """
         driver = self._fast()
-        if driver is not None and driver.finishes_cancelled:
+        on_driver = driver is not None and (single or not driver.autocommit)
+        if on_driver and driver is not None and driver.settles_cancelled:
             return await self._retrying(operation, single)
         return await _settle(self._retrying(operation, single))
 
