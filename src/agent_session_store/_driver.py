@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -240,11 +241,14 @@ def driver_for(dialect: Dialect) -> Driver | None:
 
 def observed(engine: Engine) -> bool:
     """True while something would miss statements run on the driver: listeners or SQL logs."""
-    dispatch = engine.dispatch
-    if any(getattr(dispatch, name) for name in _STATEMENT_EVENTS):
-        return True
-    if engine.dialect.dispatch.handle_error:  # error hooks see only SQLAlchemy's executions
-        return True
+    # SQLAlchemy's own gate: set when a listener is first added (and never cleared), so
+    # the common case, an engine nobody ever listened to, is one attribute each.
+    if getattr(engine, "_has_events", True) or getattr(engine.dialect, "_has_events", True):
+        dispatch = engine.dispatch
+        if any(getattr(dispatch, name) for name in _STATEMENT_EVENTS):
+            return True
+        if engine.dialect.dispatch.handle_error:  # error hooks see only SQLAlchemy's runs
+            return True
     # The engine's own logger: echo, or logging configured for it (or its logging_name).
     return bool(engine.echo) or engine.logger.isEnabledFor(logging.INFO)
 
@@ -449,17 +453,25 @@ def quick_pool(pool: Pool) -> bool:
     SQLAlchemy's greenlet, which costs ~30 us per operation; everything else (connecting,
     closing an overflow connection, discarding a lost one) still runs in the greenlet.
     """
-    if _RESET_NONE is None or not isinstance(pool, (QueuePool, StaticPool)):
-        return False
+    settled = _QUICK_BY_SETTINGS.get(pool)
+    if settled is None:  # what cannot change after the pool is made, looked at once
+        settled = _QUICK_BY_SETTINGS[pool] = (
+            _RESET_NONE is not None
+            and isinstance(pool, (QueuePool, StaticPool))
+            and getattr(pool, "_pre_ping", True) is False
+            and getattr(pool, "_recycle", 0) < 0
+            and getattr(pool, "_reset_on_return", None) is _RESET_NONE
+        )
     return (
-        getattr(pool, "_pre_ping", True) is False
-        and getattr(pool, "_recycle", 0) < 0
+        settled
         and getattr(pool, "_invalidate_time", 1) == 0
-        and getattr(pool, "_reset_on_return", None) is _RESET_NONE
         and not pool.dispatch.checkout
         and not pool.dispatch.checkin
         and not pool.dispatch.reset
     )
+
+
+_QUICK_BY_SETTINGS: weakref.WeakKeyDictionary[Pool, bool] = weakref.WeakKeyDictionary()
 
 
 def _has_idle(pool: Pool) -> bool:

@@ -388,16 +388,16 @@ class SessionStore(StoreAdmin):
         return await self._on_driver(driver, body, autocommit=True, commit=False)
 
     async def _writing(
-        self, body: Callable[[Link | CoreLink], Awaitable[T]], *, single: bool, core: bool
+        self, body: Callable[[Link | CoreLink], Awaitable[T]], driver: _driver.Driver | None
     ) -> T:
         """Run ``body`` in one transaction, committed when it returns.
 
-        ``single``: the operation's only change is one statement; on drivers where a lone
-        statement commits by itself it then runs without BEGIN and COMMIT, and sending it is
-        the commit point (``link.committing``).
+        ``driver``: run it on the driver's connection (see :meth:`_write` for when), else
+        through SQLAlchemy. On a driver where a lone statement commits by itself (asyncpg)
+        only single-statement writes come here; they run without BEGIN and COMMIT, and
+        sending the statement is the commit point (``link.committing``).
         """
-        driver = None if core else self._fast()
-        if driver is None or (driver.autocommit and not single):
+        if driver is None:
             async with self._begin() as conn:
                 on_core = CoreLink(conn)
                 result = await body(on_core)
@@ -433,10 +433,11 @@ class SessionStore(StoreAdmin):
         write runs to its end in its own task.
         """
         driver = self._fast()
-        on_driver = driver is not None and (single or not driver.autocommit)
-        if on_driver and driver is not None and driver.settles_cancelled:
-            return await self._retrying(operation, single)
-        return await _settle(self._retrying(operation, single))
+        if driver is not None and not (single or not driver.autocommit):
+            driver = None  # a multi-statement write on asyncpg: BEGIN ... COMMIT, SQLAlchemy's
+        if driver is not None and driver.settles_cancelled:
+            return await self._retrying(operation, driver)
+        return await _settle(self._retrying(operation, driver))
 
     async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """:meth:`_write` for an operation on SQLAlchemy's ``AsyncConnection``."""
@@ -445,22 +446,17 @@ class SessionStore(StoreAdmin):
             assert isinstance(link, CoreLink)
             return await operation(link.conn)
 
-        return await _settle(self._retrying(on_core, single=False, core=True))
+        return await _settle(self._retrying(on_core, None))
 
     async def _retrying(
-        self,
-        operation: Callable[[Link | CoreLink], Awaitable[T]],
-        single: bool,
-        core: bool = False,
+        self, operation: Callable[[Link | CoreLink], Awaitable[T]], driver: _driver.Driver | None
     ) -> T:
         lost_before = False
         for attempt in range(_MAX_ATTEMPTS):
             used: list[Link | CoreLink] = []
             try:
                 async with self._writer():
-                    return await self._writing(
-                        partial(_recording, used, operation), single=single, core=core
-                    )
+                    return await self._writing(partial(_recording, used, operation), driver)
             except DBAPIError as exc:
                 if used and used[0].committing and exc.connection_invalidated:
                     raise CommitOutcomeUnknownError(
