@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from agent_session_store import SessionStore, _driver
 
@@ -402,10 +403,24 @@ async def test_unicode_and_emoji_items_and_session_ids_round_trip_unchanged(
 # -- c. a reused connection never reads a stale snapshot ------------------------------------
 
 
+@pytest.fixture(params=["owned", "borrowed"])
+def engine_of(request: pytest.FixtureRequest) -> str:
+    """``owned``: the store makes its engine (on MySQL/MariaDB with an autocommit read pool);
+    ``borrowed``: it is given one (one pool, reads end their transaction with ROLLBACK)."""
+    return str(request.param)
+
+
 async def test_a_read_on_a_reused_connection_sees_writes_made_since_through_another_engine(
-    db_url: str, path: str
+    db_url: str, path: str, engine_of: str
 ) -> None:
-    async with SessionStore(db_url, engine_kwargs=_one_connection(db_url)) as reader:
+    if engine_of == "owned":
+        reader = SessionStore(db_url, engine_kwargs=_one_connection(db_url))
+    else:
+        kwargs = {"pool_reset_on_return": None, **_one_connection(db_url)}
+        reader = SessionStore(create_async_engine(db_url, **kwargs))
+    mysql = reader.engine.dialect.name in ("mysql", "mariadb")
+    assert (reader._read_engine is not None) == (mysql and engine_of == "owned")
+    async with reader:
         if path == "core":
             _observe(reader)
         used: set[int] = set()
@@ -435,6 +450,8 @@ async def test_a_read_on_a_reused_connection_sees_writes_made_since_through_anot
             assert await reader.pop_item("s") == {"n": 1}
         # The premise: every call of the reader used the same connection.
         assert len(used) == 1
+    if engine_of == "borrowed":
+        await reader.engine.dispose()
 
 
 # -- d. a pool listener that runs a statement does not swallow writes ----------------------
@@ -522,3 +539,23 @@ async def test_store_engines_check_connections_out_without_a_greenlet_unless_the
             await store.session("slow").add_items([{"n": 2}])
             assert await store.session("slow").get_items() == [{"n": 2}]
             await store.session("slow").clear_session()
+
+
+async def test_disposing_the_store_engine_closes_the_read_pool_too(db_url: str) -> None:
+    store = SessionStore(db_url)
+    await store.create_tables()
+    await store.add_items("d", [{"n": 1}])
+    assert await store.get_items("d") == [{"n": 1}]
+    read = store._read_engine
+    if read is None:  # SQLite and PostgreSQL read on the one pool
+        assert store.engine.dialect.name not in ("mysql", "mariadb")
+        await store.close()
+        return
+    pool = read.sync_engine.pool
+    assert isinstance(pool, QueuePool) and pool.checkedin() == 1
+    # What the SDK's docs tell users to do with session.engine: it must close both pools.
+    await store.engine.dispose()
+    assert pool.checkedin() == 0
+    assert await store.get_items("d") == [{"n": 1}]  # and the store still works
+    await store.clear_session("d")
+    await store.close()

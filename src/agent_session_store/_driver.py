@@ -269,13 +269,21 @@ class Link:
         "_driver",
         "_fairy",
         "_pending",
+        "_reads_begin",
         "autocommit",
         "committing",
         "conn",
         "lost",
     )
 
-    def __init__(self, driver: Driver, dialect: Dialect, fairy: Any, autocommit: bool) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        dialect: Dialect,
+        fairy: Any,
+        autocommit: bool,
+        reads_begin: bool | None = None,
+    ) -> None:
         self._driver = driver
         self._dialect = dialect
         self._fairy = fairy
@@ -284,6 +292,7 @@ class Link:
         self.lost: BaseException | None = None
         self.autocommit = autocommit
         self._pending = False  # a statement was sent since the last COMMIT or ROLLBACK
+        self._reads_begin = driver.reads_begin if reads_begin is None else reads_begin
 
     async def rows(self, stmt: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         assert stmt.sql is not None
@@ -406,7 +415,7 @@ class Link:
 
     def _open(self) -> bool:
         driver = self._driver
-        return self._pending and (driver.reads_begin or driver.in_transaction(self.conn))
+        return self._pending and (self._reads_begin or driver.in_transaction(self.conn))
 
     def release(self, interrupted: bool) -> None:
         """Return the connection to the pool, or discard it if lost or interrupted.
@@ -493,8 +502,13 @@ async def run_on_pool(
     *,
     autocommit: bool,
     commit: bool,
+    pool_autocommit: bool = False,
 ) -> T:
-    """Check a connection out of ``pool``, run ``body`` on it, and return it."""
+    """Check a connection out of ``pool``, run ``body`` on it, and return it.
+
+    ``pool_autocommit``: the pool's connections are in the driver's autocommit mode, so even
+    on a driver whose reads begin a transaction there is nothing to end after a read.
+    """
     quick = quick_pool(pool)
     fairy: Any = None
     try:
@@ -507,7 +521,7 @@ async def run_on_pool(
             fairy = await greenlet_spawn(pool.connect)
     except Exception as exc:  # the pool raises the driver's own errors, unwrapped
         raise cannot_connect(exc) from exc
-    link = Link(driver, dialect, fairy, autocommit)
+    link = Link(driver, dialect, fairy, autocommit, False if pool_autocommit else None)
     interrupted = False
     try:
         if driver.in_transaction(link.conn):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    event,
     insert,
     literal_column,
     select,
@@ -98,6 +99,7 @@ class SessionStore(StoreAdmin):
         check_schema: bool = False,
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
+        kwargs: dict[str, Any] = {}
         if isinstance(engine_or_url, AsyncEngine):
             if engine_kwargs:
                 raise TypeError("engine_kwargs only applies when the store is given a URL")
@@ -143,6 +145,19 @@ class SessionStore(StoreAdmin):
         self._driver = _driver.driver_for(engine.dialect)
         if self._driver is not None and any(s.sql is None for s in self._hot_statements()):
             self._driver = None
+        # MySQL/MariaDB: a read on a connection with autocommit off (as SQLAlchemy keeps them)
+        # opens a transaction that must be ended, a second round trip. Engines the store makes
+        # get a second pool, in autocommit mode, for the driver path's reads: one round trip.
+        self._read_engine: AsyncEngine | None = None
+        if self._owns_engine and self._driver is not None and self._driver.reads_begin:
+            read_kwargs = {**kwargs, "isolation_level": "AUTOCOMMIT"}
+            read_engine = self._read_engine = create_async_engine(engine.url, **read_kwargs)
+
+            # Disposing the engine (``store.engine``, ``session.engine``) closes both pools.
+            def dispose_reads(_engine: Any) -> None:
+                read_engine.sync_engine.dispose()
+
+            event.listen(engine.sync_engine, "engine_disposed", dispose_reads)
         # With check_schema, the first checkout compares the database with the migration head.
         self._schema_pending = check_schema
         self._schema_lock = asyncio.Lock()
@@ -279,6 +294,8 @@ class SessionStore(StoreAdmin):
         """Dispose the engine if the store created it; an engine passed in is left alone."""
         if self._owns_engine:
             await self._engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
 
     async def __aenter__(self) -> SessionStore:
         return self
@@ -362,17 +379,19 @@ class SessionStore(StoreAdmin):
         *,
         autocommit: bool,
         commit: bool,
+        engine: AsyncEngine | None = None,
     ) -> T:
         if self._schema_pending:
             await self._check_schema()
         run = _driver.run_on_pool(
-            self._engine.sync_engine.pool,
+            (engine or self._engine).sync_engine.pool,
             self._cannot_connect,
             driver,
             self._engine.dialect,
             body,
             autocommit=autocommit,
             commit=commit,
+            pool_autocommit=engine is not None,
         )
         if self._serial is None:
             return await run
@@ -385,7 +404,9 @@ class SessionStore(StoreAdmin):
         if driver is None:
             async with self._read_connection() as conn:
                 return await body(CoreLink(conn))
-        return await self._on_driver(driver, body, autocommit=True, commit=False)
+        return await self._on_driver(
+            driver, body, autocommit=True, commit=False, engine=self._read_engine
+        )
 
     async def _writing(
         self, body: Callable[[Link | CoreLink], Awaitable[T]], driver: _driver.Driver | None
