@@ -110,6 +110,13 @@ class SessionStore(StoreAdmin):
             # returning it, so the pool's own ROLLBACK on return (a round trip on MySQL, a thread
             # hop on aiosqlite, after every commit) has nothing left to do.
             kwargs = {"pool_reset_on_return": None, **dict(engine_kwargs or {})}
+            if "poolclass" not in kwargs and _dialect.pools_connections(url):
+                # Last in, first out: one caller at a time keeps reusing the same warm
+                # connection (its server process, plan cache, driver statement cache) instead
+                # of cycling through every connection a burst of concurrency opened; the
+                # extra ones go idle. Measured: PostgreSQL pops after 40 concurrent sessions
+                # ran at 0.70x the raw driver with FIFO.
+                kwargs.setdefault("pool_use_lifo", True)
             engine, self._owns_engine = create_async_engine(url, **kwargs), True
         _dialect.configure_sqlite(engine.sync_engine)
 
