@@ -87,15 +87,15 @@ async def statement_cost(db: str, url: str | None) -> tuple[float, float]:
         try:
             await store.create_tables()
             await store.session("cost").add_items(items(60))
-            compiled = store._select_tail.compile(dialect=store.engine.dialect)
-            sql = str(compiled)
-            params = compiled.construct_params({"sid": "cost", "lim": 20})
-            args = tuple(params[name] for name in compiled.positiontup or [])
+            # The store's own tail read: its Core statement, and the SQL it compiled once.
+            tail = store._select_tail
+            assert tail.sql is not None
+            sql, args = tail.sql, tail.args({"sid": "cost", "lim": 20})
             async with store.engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
 
                 async def through_sqlalchemy() -> None:
-                    (await conn.execute(store._select_tail, {"sid": "cost", "lim": 20})).all()
+                    (await conn.execute(tail.core, {"sid": "cost", "lim": 20})).all()
 
                 async def through_driver() -> None:
                     if db == "postgresql":

@@ -192,7 +192,9 @@ async def test_undecodable_rows_are_skipped_with_a_warning_and_limit_counts_vali
     with caplog.at_level(logging.WARNING, logger="agent_session_store"):
         assert await session.get_items() == [msg(0), msg(1), msg(2)]
         assert await session.get_items(limit=2) == [msg(1), msg(2)]
+        caplog.clear()
         assert await session.get_items(limit=3) == [msg(0), msg(1), msg(2)]
+        assert len(caplog.records) == 3  # each corrupt row is reported once per read
         assert await session.pop_item() == msg(2)
         assert await session.pop_item() == msg(1)  # skips (and removes) the corrupt rows
     assert "not valid JSON" in caplog.text

@@ -16,6 +16,7 @@ from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_only
 
@@ -62,6 +63,15 @@ def async_url(url: str | URL) -> URL:
             f"the database URL needs the {driver!r} driver, which is not installed; run: {hint}"
         )
     return parsed
+
+
+def pools_connections(url: URL) -> bool:
+    """True when SQLAlchemy would give ``url`` a pool of many connections (a QueuePool).
+
+    SQLite ``:memory:`` gets one shared connection instead (StaticPool).
+    """
+    dialect: Any = url.get_dialect(_is_async=True)
+    return issubclass(dialect.get_pool_class(url), QueuePool)
 
 
 def configure_sqlite(engine: Engine) -> None:

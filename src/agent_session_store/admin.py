@@ -97,7 +97,7 @@ class StoreAdmin:
 
         def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
         def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
-        async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+        async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
 
     async def list_sessions(
         self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
@@ -197,7 +197,7 @@ class StoreAdmin:
 
         total_sessions = total_items = 0
         while True:
-            sessions, items = await self._write(prune_batch)
+            sessions, items = await self._write_core(prune_batch)
             total_sessions, total_items = total_sessions + sessions, total_items + items
             if sessions < _BATCH:
                 return PruneResult(total_sessions, total_items)

@@ -29,9 +29,12 @@ class ConnectionKiller:
         self.admin: AsyncEngine = create_async_engine(admin_url, poolclass=NullPool)
         self.ids: set[int] = set()
         self.kills = 0
-        event.listen(self.engine.sync_engine, "connect", self._on_connect)
-        # The pool replaces every connection after a disconnect: forget the ones it closes.
-        event.listen(self.engine.sync_engine.pool, "close", self._on_close)
+        # Every pool of the store: on MySQL/MariaDB the reads have an autocommit pool of their own.
+        read_engine = getattr(store, "_read_engine", None)
+        for engine in [self.engine] + ([read_engine] if read_engine is not None else []):
+            event.listen(engine.sync_engine, "connect", self._on_connect)
+            # The pool replaces every connection after a disconnect: forget the ones it closes.
+            event.listen(engine.sync_engine.pool, "close", self._on_close)
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
