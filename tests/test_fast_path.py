@@ -25,6 +25,7 @@ from sqlalchemy.pool import QueuePool
 from agent_session_store import SessionStore, _driver
 
 #: The engine events whose listeners must see every statement, so switch the fast path off.
+#: Spelled out here, not imported from _driver, so that dropping one there fails this test.
 STATEMENT_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
@@ -168,39 +169,35 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
             assert store._fast() is not None, f"removing the {name!r} listener did not restore it"
 
         # handle_error lives on the dialect; a listener on the Engine class covers every engine.
-        event.listen(engine, "handle_error", listener)
-        try:
-            assert store._fast() is None
-        finally:
-            event.remove(engine, "handle_error", listener)
-        assert store._fast() is not None
-        event.listen(Engine, "before_cursor_execute", listener)
-        try:
-            assert store._fast() is None
-        finally:
-            event.remove(Engine, "before_cursor_execute", listener)
-        assert store._fast() is not None
+        targets: list[tuple[Any, str]] = [
+            (engine, "handle_error"),
+            (Engine, "before_cursor_execute"),
+        ]
+        for target, name in targets:
+            event.listen(target, name, listener)
+            try:
+                assert store._fast() is None, f"a {name!r} listener on {target!r}"
+            finally:
+                event.remove(target, name, listener)
+            assert store._fast() is not None
 
-        sql_log = logging.getLogger("sqlalchemy.engine.Engine")
-        level = sql_log.level
-        sql_log.setLevel(logging.INFO)
-        try:
-            assert store._fast() is None
-        finally:
-            sql_log.setLevel(level)
-        assert store._fast() is not None
+        _assert_sql_logging_switches_it_off(store, "sqlalchemy.engine.Engine")
 
     # An engine with a logging_name logs through its own child logger.
     async with SessionStore(db_url, engine_kwargs={"logging_name": "chat"}) as named:
-        named_log = logging.getLogger("sqlalchemy.engine.Engine.chat")
-        level = named_log.level
-        assert named._fast() is not None
-        named_log.setLevel(logging.INFO)
-        try:
-            assert named._fast() is None
-        finally:
-            named_log.setLevel(level)
-        assert named._fast() is not None
+        _assert_sql_logging_switches_it_off(named, "sqlalchemy.engine.Engine.chat")
+
+
+def _assert_sql_logging_switches_it_off(store: SessionStore, logger_name: str) -> None:
+    sql_log = logging.getLogger(logger_name)
+    level = sql_log.level
+    assert store._fast() is not None
+    sql_log.setLevel(logging.INFO)
+    try:
+        assert store._fast() is None, f"{logger_name} at INFO left the fast path on"
+    finally:
+        sql_log.setLevel(level)
+    assert store._fast() is not None
 
 
 async def test_an_engine_with_echo_takes_the_core_path_and_logs_every_statement(
