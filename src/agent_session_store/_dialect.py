@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text, true
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_only
@@ -187,14 +186,10 @@ def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert |
     return insert(messages).from_select(["session_id", "message_data"], rows).add_cte(touched)
 
 
-_MAX_PACKET = text("SELECT @@max_allowed_packet")
+#: The server's ``max_allowed_packet``: the largest statement it accepts, in bytes.
+MAX_PACKET = text("SELECT @@max_allowed_packet")
 #: Bytes of an INSERT around one row's values: keywords, names, quotes, the session id's row.
 _INSERT_OVERHEAD = 1024
-
-
-async def mysql_max_packet(conn: AsyncConnection) -> int:
-    """The server's ``max_allowed_packet``: the largest statement it accepts, in bytes."""
-    return int((await conn.execute(_MAX_PACKET)).scalar_one())
 
 
 def check_packet_size(texts: list[str], session_id: str, max_packet: int) -> None:

@@ -28,7 +28,6 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
-    text,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -210,7 +209,7 @@ class SessionStore(StoreAdmin):
         self._insert = prepare(
             insert(m).values(session_id=sid, message_data=text_param), modifies=True
         )
-        self._max_packet_query = prepare(text("SELECT @@max_allowed_packet"))
+        self._max_packet_query = prepare(_dialect.MAX_PACKET)
         self._exists = prepare(select(m.c.id).where(m.c.session_id == sid).limit(_ONE))
         self._delete_messages = prepare(delete(m).where(m.c.session_id == sid), modifies=True)
         self._delete_session = prepare(delete(s).where(s.c.session_id == sid), modifies=True)
