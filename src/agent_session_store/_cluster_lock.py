@@ -19,9 +19,23 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import text
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
 
 from agent_session_store.errors import MigrationError
 
@@ -30,22 +44,27 @@ logger = logging.getLogger("agent_session_store")
 #: The lock table: one row per held lock, shared by every store in the database.
 LOCK_TABLE = "agent_session_store_lock"
 
-_CREATE = text(
-    f"CREATE TABLE IF NOT EXISTS {LOCK_TABLE} ("
-    "name VARCHAR(64) NOT NULL PRIMARY KEY, "
-    "holder VARCHAR(200) NOT NULL, "
-    "taken_at DATETIME(6) NOT NULL"
-    ") ENGINE=InnoDB"
+_LOCKS = Table(
+    LOCK_TABLE,
+    MetaData(),
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("taken_at", mysql.DATETIME(fsp=6), nullable=False),
+    mysql_engine="InnoDB",
 )
-_TAKE = text(
-    f"INSERT INTO {LOCK_TABLE} (name, holder, taken_at) VALUES (:name, :holder, UTC_TIMESTAMP(6))"
+_CREATE = CreateTable(_LOCKS, if_not_exists=True)
+_NOW = func.utc_timestamp(6)
+_NAMED = _LOCKS.c.name == bindparam("lock_name")
+_TAKE = insert(_LOCKS).values(
+    name=bindparam("lock_name"), holder=bindparam("lock_holder"), taken_at=_NOW
 )
-_TAKE_OVER = text(
-    f"UPDATE {LOCK_TABLE} SET holder = :holder, taken_at = UTC_TIMESTAMP(6) "
-    "WHERE name = :name AND taken_at < UTC_TIMESTAMP(6) - INTERVAL :stale SECOND"
+_TAKE_OVER = (
+    update(_LOCKS)
+    .where(_NAMED, _LOCKS.c.taken_at < func.date_sub(_NOW, text("INTERVAL :stale SECOND")))
+    .values(holder=bindparam("lock_holder"), taken_at=_NOW)
 )
-_HOLDER = text(f"SELECT holder, taken_at FROM {LOCK_TABLE} WHERE name = :name")
-_RELEASE = text(f"DELETE FROM {LOCK_TABLE} WHERE name = :name AND holder = :holder")
+_HOLDER = select(_LOCKS.c.holder, _LOCKS.c.taken_at).where(_NAMED)
+_RELEASE = delete(_LOCKS).where(_NAMED, _LOCKS.c.holder == bindparam("lock_holder"))
 
 
 def is_galera(connection: Connection) -> bool:
@@ -66,7 +85,7 @@ def cluster_lock(
     committed before, whichever node made it. No transaction is left open.
     """
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:200]
-    params = {"name": name, "holder": holder, "stale": int(stale_after)}
+    params = {"lock_name": name, "lock_holder": holder, "stale": int(stale_after)}
     connection.execute(_CREATE)
     connection.commit()
     deadline = time.monotonic() + timeout
@@ -89,10 +108,24 @@ def cluster_lock(
     try:
         yield
     finally:
-        connection.rollback()
+        _roll_back(connection)
         connection.execute(text("SET SESSION wsrep_sync_wait = :saved"), {"saved": saved})
-        connection.execute(_RELEASE, params)
         connection.commit()
+        _release(connection, params)
+
+
+def _release(connection: Connection, params: dict[str, object]) -> None:
+    """Delete our lock row; a certification conflict aborts the DELETE, so try it again."""
+    for attempt in range(10):
+        try:
+            connection.execute(_RELEASE, params)
+            connection.commit()
+            return
+        except DBAPIError:
+            _roll_back(connection)
+            if attempt == 9:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _try_take(connection: Connection, params: dict[str, object]) -> bool:
@@ -107,7 +140,7 @@ def _try_take(connection: Connection, params: dict[str, object]) -> bool:
             continue
         if statement is _TAKE or result.rowcount == 1:
             if statement is _TAKE_OVER:
-                logger.warning("took over the stale migration lock %r", params["name"])
+                logger.warning("took over the stale migration lock %r", params["lock_name"])
             return True
     return False
 

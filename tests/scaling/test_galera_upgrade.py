@@ -55,7 +55,12 @@ async def _upgrade_everywhere(urls: list[str]) -> tuple[list[int], list[str]]:
         for _ in range(PROCESSES_PER_NODE)
     ]
     try:
-        outputs = [await asyncio.wait_for(w.communicate(), timeout=180) for w in workers]
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(w.communicate() for w in workers)), timeout=120
+        )
+    except TimeoutError:
+        done = [w.returncode for w in workers]
+        raise AssertionError(f"upgrades still waiting after 120 s; exit codes: {done}") from None
     finally:
         for worker in workers:
             if worker.returncode is None:
