@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
+from agent_session_store._cluster_lock import cluster_lock, is_galera
 from agent_session_store.errors import InvalidIdentifierError, MigrationError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
@@ -110,6 +111,12 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
     elif dialect in ("mysql", "mariadb"):
         # MySQL limits lock names to 64 characters.
         lock_name = derived_name("ass", name)[:64]
+        if is_galera(connection):
+            with cluster_lock(
+                connection, lock_name, timeout=LOCK_TIMEOUT_S, stale_after=LOCK_TIMEOUT_S
+            ):
+                yield
+            return
         got = connection.execute(
             text("SELECT GET_LOCK(:name, :timeout)"),
             {"name": lock_name, "timeout": LOCK_TIMEOUT_S},
