@@ -31,6 +31,7 @@ from agent_session_store.errors import (
     ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
+    UnsupportedDatabaseError,
 )
 from agent_session_store.models import (
     AgentMessage,
@@ -70,6 +71,7 @@ __all__ = [
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
+    "UnsupportedDatabaseError",
     "check",
     "current",
     "downgrade",

@@ -54,3 +54,7 @@ class MigrationError(AgentSessionStoreError, RuntimeError):
 
 class InvalidRecordError(AgentSessionStoreError, ValueError):
     """An import record is not shaped like the records ``export_sessions`` yields."""
+
+
+class UnsupportedDatabaseError(AgentSessionStoreError, ValueError):
+    """A database URL names a database or a driver agent-session-store cannot run on."""
