@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agent_session_store._dialect import async_url
 from agent_session_store.admin import (
     ImportResult,
     PruneResult,
@@ -72,6 +73,7 @@ __all__ = [
     "SessionStore",
     "UTCDateTime",
     "UnsupportedDatabaseError",
+    "async_url",
     "check",
     "current",
     "downgrade",
