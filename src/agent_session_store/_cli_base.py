@@ -236,5 +236,5 @@ def progress(console: Console, in_bytes: bool = False) -> Progress:
     done = DownloadColumn() if in_bytes else MofNCompleteColumn()
     return Progress(
         TextColumn("{task.description}"), BarColumn(), done, TimeRemainingColumn(),
-        console=console, transient=True,
+        console=console, transient=True, disable=not console.is_terminal,
     )

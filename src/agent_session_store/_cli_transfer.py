@@ -9,11 +9,11 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -36,12 +36,9 @@ from agent_session_store.admin import ImportResult
 from agent_session_store.errors import InvalidRecordError
 from agent_session_store.store import SessionStore
 
+Record = dict[str, Any]
 #: Exit status when the reader of ``export -o -`` went away (as for a shell tool on SIGPIPE).
 EXIT_READER_GONE = 141
-
-
-class _ReaderGoneError(Exception):
-    """Standard output was closed by its reader (``export -o - | head``)."""
 
 
 @click.command("export")
@@ -81,16 +78,23 @@ def export_command(
                 with opened as out, progress(Console(stderr=True)) as bar:
                     task = bar.add_task("exporting items", total=total)
                     out.write(_jsonl.dump_line(_jsonl.HEADER))
-                    async for record in store.export_sessions(ids):
-                        out.write(_jsonl.dump_line(record))
-                        if "session" in record:
-                            sessions += 1
-                        else:
-                            items += 1
-                            bar.advance(task)
+                    # Closed here, not by the event loop's shutdown, when the reader goes away.
+                    # (export_sessions is an async generator, typed as the iterator it returns.)
+                    exported = cast(AsyncGenerator[Record, None], store.export_sessions(ids))
+                    async with aclosing(exported) as records:
+                        async for record in records:
+                            out.write(_jsonl.dump_line(record))
+                            if "session" in record:
+                                sessions += 1
+                            else:
+                                items += 1
+                                bar.advance(task)
                     out.flush()
             except BrokenPipeError:
-                raise _ReaderGoneError from None
+                # The reader of -o - went away (| head). Python would also report the unflushed
+                # rest of stdout at exit: point stdout at devnull, and stop quietly.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise click.exceptions.Exit(EXIT_READER_GONE) from None
             except BaseException:
                 if output != "-":
                     Path(partial).unlink(missing_ok=True)  # noqa: ASYNC240
@@ -99,12 +103,7 @@ def export_command(
             os.replace(partial, output)
         return sessions, items
 
-    try:
-        sessions, items = run(target, work())
-    except _ReaderGoneError:
-        # Python would report the unflushed rest of stdout at exit: point it at devnull.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(EXIT_READER_GONE) from None
+    sessions, items = run(target, work())
     if as_json:
         click.echo(json.dumps({"sessions": sessions, "items": items, "output": output}))
     elif output != "-":
