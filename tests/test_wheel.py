@@ -128,9 +128,10 @@ async def test_the_documented_host_recipe_leaves_the_package_unchanged_and_curre
     looked = shell("look")
 
     assert package_files(installed) == before
-    host_revisions = sorted(p.name for p in (tmp_path / "migrations" / "versions").glob("*.py"))
-    assert [name.split("_", 1)[1] for name in host_revisions] == ["host_tables.py",
-                                                                  "next_change.py"]
+    host_revisions = (tmp_path / "migrations" / "versions").glob("*.py")
+    # Named <random id>_<message>.py, in the host's folder.
+    assert sorted(p.name.split("_", 1)[1] for p in host_revisions) == ["host_tables.py",
+                                                                       "next_change.py"]
     head = head_revision()
     assert f"current: {head}" in looked and f"is up to date at revision {head}" in looked
     engine = create_async_engine(shared_db_url, poolclass=NullPool)

@@ -96,7 +96,7 @@ def explain(exc: BaseException, target: Target) -> CommandError:
     if isinstance(exc, DriverNotInstalledError):
         return UnreachableError(str(exc))
     if isinstance(exc, DatabaseConnectionError):
-        return UnreachableError(f"cannot connect to the database at {shown}: {exc}")
+        return UnreachableError(str(exc))  # it names the database and what to check
     if isinstance(exc, DBAPIError):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if exc.connection_invalidated or isinstance(exc.orig, OSError):
