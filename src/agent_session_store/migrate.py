@@ -143,7 +143,9 @@ async def check(
         url = _dialect.async_url(_url_of(engine_or_url))
         raise SchemaOutOfDateError(
             f"no database file {missing!r} (not created): "
-            + _out_of_date_message(url, None, head_revision(), sessions, messages)
+            + _migration.out_of_date_message(
+                url, None, head_revision(), sessions, messages, known=True
+            )
         )
     async with _connect(engine_or_url) as conn:
         found = await conn.run_sync(_current_revision, sessions)
@@ -154,11 +156,13 @@ async def check(
             found = needed
         if found != needed:
             raise SchemaOutOfDateError(
-                _out_of_date_message(conn.engine.url, found, needed, sessions, messages)
+                _migration.out_of_date_message(
+                    conn.engine.url, found, needed, sessions, messages, _knows(found)
+                )
             )
         diffs = await conn.run_sync(_schema_diffs, sessions, messages)
     if diffs:
-        listed = "; ".join(_describe(diff) for diff in diffs)
+        listed = "; ".join(_migration.describe_diff(diff) for diff in diffs)
         raise SchemaOutOfDateError(
             f"the tables {sessions!r} and {messages!r} are at revision {found} but differ from "
             f"the models: {listed}. They were changed outside the migrations; undo those "
@@ -293,6 +297,16 @@ def _host_head_covers_ours(connection: Connection, sessions: str, messages: str)
     return {sessions, messages} <= tables and bool(_host_heads(connection))
 
 
+def _knows(revision: str | None) -> bool:
+    if revision is None:
+        return True
+    try:
+        ScriptDirectory(_script_location()).get_revision(revision)
+    except CommandError:
+        return False
+    return True
+
+
 def _is_ours(revision: str) -> bool:
     return revision.startswith(_REVISION_PREFIX)
 
@@ -306,40 +320,3 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         },
     )
     return list(compare_metadata(context, _migration.target_metadata(sessions, messages)))
-
-
-def _describe(diff: Any) -> str:
-    if isinstance(diff, list):  # column modifications come grouped per column
-        return ", ".join(_describe(item) for item in diff)
-    kind = diff[0]
-    if kind.startswith("modify_"):
-        _, _, table, column, _, old, new = diff
-        return f"{kind} {table}.{column} ({old!r} in the database, {new!r} in the models)"
-    if kind in ("add_column", "remove_column"):
-        return f"{kind} {diff[2]}.{diff[3].name}"
-    return f"{kind} {getattr(diff[1], 'name', diff[1])}"
-
-
-def _out_of_date_message(
-    url: URL, found: str | None, needed: str, sessions: str, messages: str
-) -> str:
-    shown = url.render_as_string(hide_password=True)
-    names = ""
-    if (sessions, messages) != (DEFAULT_SESSIONS_TABLE, DEFAULT_MESSAGES_TABLE):
-        names = f" --sessions-table {sessions} --messages-table {messages}"
-    run = f"agent-session-store upgrade --url '{shown}'{names}"
-    if found is None:
-        return (
-            f"database has no agent-session-store revision for tables {sessions!r}/{messages!r} "
-            f"(no version row), package needs {needed}; run: {run} "
-            "(or await agent_session_store.upgrade(...)); it also adopts existing tables"
-        )
-    try:
-        ScriptDirectory(_script_location()).get_revision(found)
-    except CommandError:
-        return (
-            f"database at revision {found}, which this agent-session-store does not know "
-            f"(written by a newer version?), package needs {needed}; upgrade the package, or "
-            "downgrade the database with the version that wrote it"
-        )
-    return f"database at revision {found}, package needs {needed}; run: {run}"
