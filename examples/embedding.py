@@ -1,6 +1,8 @@
 """An application that already has an engine and a declarative base, embedding the store.
 
-Run: python examples/embedding.py [--url URL]   (default: sqlite+aiosqlite:///app.db)
+Run: python examples/embedding.py [--url URL]   (default: sqlite:///app.db; plain URLs such
+as postgresql://app@db/app get their async driver added). Running it again continues the same
+conversations.
 
 - the store's models go on the application's own ``Base``, so ``Base.metadata`` (and the
   application's Alembic autogenerate) sees every table;
@@ -17,7 +19,7 @@ from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from agent_session_store import SessionStore
+from agent_session_store import SessionStore, async_url
 
 
 class Base(DeclarativeBase):
@@ -58,7 +60,8 @@ class App:
             # Production would run Alembic; our tables are in Base.metadata like the app's.
             await conn.run_sync(Base.metadata.create_all)
         async with self.db.begin() as db:
-            db.add_all([User(id=1, name="Ada"), User(id=2, name="Grace")])
+            for user in (User(id=1, name="Ada"), User(id=2, name="Grace")):
+                await db.merge(user)  # a second run finds them there
 
     async def chat(self, user_id: int, text: str) -> list[str]:
         """One request: append the user's message and a reply, return the history's texts."""
@@ -77,7 +80,7 @@ class App:
 
 
 async def main(url: str) -> None:
-    engine = create_async_engine(url)
+    engine = create_async_engine(async_url(url))
     app = App(engine)
     try:
         await app.startup()
@@ -94,5 +97,5 @@ async def main(url: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="sqlite+aiosqlite:///app.db")
+    parser.add_argument("--url", default="sqlite:///app.db")
     asyncio.run(main(parser.parse_args().url))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -41,10 +42,37 @@ def server_url(dialect: str) -> str:
     return url
 
 
+def create_database_hint(url: str) -> str:
+    """The one line that says which test database is missing and how to create it."""
+    parsed = make_url(url)
+    name, host, port = parsed.database, parsed.host or "127.0.0.1", parsed.port
+    if parsed.get_backend_name() == "postgresql":
+        create = f"createdb -h {host} -p {port or 5432} -U {parsed.username or 'postgres'} {name}"
+    else:
+        create = (f"mysql -h{host} -P{port or 3306} -u{parsed.username or 'root'} -e "
+                  f"'CREATE DATABASE {name} CHARACTER SET utf8mb4'")
+    return f"the test database {name!r} does not exist on {host}; create it: {create}"
+
+
+def _is_missing_database(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return ("does not exist" in text and "database" in text) or "unknown database" in text
+
+
 async def reset_database(url: str) -> None:
-    """Drop every table in the test database, so each test starts from nothing."""
+    """Drop every table in the test database, so each test starts from nothing.
+
+    A database that does not exist fails the test with one line saying how to create it.
+    """
     engine = create_async_engine(url, poolclass=NullPool)
     try:
+        try:
+            conn = await engine.connect()
+        except Exception as exc:
+            if not _is_missing_database(exc):
+                raise
+            pytest.fail(create_database_hint(url), pytrace=False)
+        await conn.close()
         async with engine.begin() as conn:
             metadata = MetaData()
             await conn.run_sync(metadata.reflect)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,16 @@ async def test_embedding_example_keeps_each_users_history_on_the_host_base(
         "['hello', 'echo: hello', 'how are you?', 'echo: how are you?']",
         "{'user-1': 4, 'user-2': 2}",
     ]
+
+
+@pytest.mark.sqlite
+def test_embedding_example_runs_twice_from_the_command_line_with_a_plain_url(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"  # no +aiosqlite: the async driver is added
+    for expected_items in (4, 8):  # the second run continues the same conversations
+        done = subprocess.run([sys.executable, str(EXAMPLE), "--url", url], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        counts = {"user-1": expected_items, "user-2": expected_items // 2}
+        assert done.stdout.splitlines()[-1] == str(counts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -10,9 +11,14 @@ import venv
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from agent_session_store.migrate import head_revision
 
+from .docblocks import ROOT as DOCS_ROOT
+from .docblocks import recipe
 from .test_host_app import HOST_APP, assert_host_schema_at_heads, host_alembic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +92,51 @@ async def test_wheel_in_a_fresh_venv_serves_a_host_alembic_env_through_version_l
     shutil.copytree(HOST_APP, host, ignore=shutil.ignore_patterns("__pycache__"))
     host_alembic(shared_db_url, "upgrade", "heads", python=str(installed), cwd=host)
     await assert_host_schema_at_heads(shared_db_url)
+
+
+def package_files(python: Path) -> dict[str, str]:
+    """Every file of the installed package (bytecode caches aside) with its SHA-256."""
+    folder = Path(run(python, "-c", "import agent_session_store as a; print(a.__file__)",
+                      cwd=python.parent).strip()).parent
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+async def test_the_documented_host_recipe_leaves_the_package_unchanged_and_current_agrees(
+    installed: Path, shared_db_url: str, tmp_path: Path
+) -> None:
+    steps = recipe(DOCS_ROOT / "docs" / "migrations.md")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "AGENT_SESSION_STORE_URL")}
+    env.update(PATH=f"{installed.parent}{os.pathsep}{env['PATH']}", DATABASE_URL=shared_db_url)
+
+    def shell(step: str) -> str:
+        done = subprocess.run(["bash", "-e", "-"], input=steps[step].text, cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{steps[step].where}:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    before = package_files(installed)
+    shell("init")
+    for name in ("alembic.ini", "models.py", "migrations/env.py"):
+        (tmp_path / name).write_text(steps[name].text, "utf-8")
+    shell("branch")
+    shell("next")
+    looked = shell("look")
+
+    assert package_files(installed) == before
+    host_revisions = (tmp_path / "migrations" / "versions").glob("*.py")
+    # Named <random id>_<message>.py, in the host's folder.
+    assert sorted(p.name.split("_", 1)[1] for p in host_revisions) == ["host_tables.py",
+                                                                       "next_change.py"]
+    head = head_revision()
+    assert f"current: {head}" in looked and f"is up to date at revision {head}" in looked
+    engine = create_async_engine(shared_db_url, poolclass=NullPool)
+    async with engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    await engine.dispose()
+    # One version table, the host's: neither current nor check made one of ours.
+    assert tables == {"alembic_version", "chat_sessions", "chat_messages", "conversations"}

@@ -3,8 +3,18 @@
 Start with :class:`SessionStore` (one engine and a pair of tables) and its
 :meth:`SessionStore.session`, which returns a :class:`SQLAlchemySession` satisfying the OpenAI
 Agents SDK's ``Session`` protocol.
+
+The migration functions (:func:`upgrade`, :func:`downgrade`, :func:`current`, :func:`check`)
+and the :mod:`~agent_session_store.migrate` module are imported on first use: they bring in
+Alembic, which would otherwise triple the start-up time of every ``agent-session-store`` call.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agent_session_store._dialect import async_url
 from agent_session_store.admin import (
     ImportResult,
     PruneResult,
@@ -24,9 +34,9 @@ from agent_session_store.errors import (
     MigrationError,
     SchemaOutOfDateError,
     StoreClosedError,
+    UnsupportedDatabaseError,
     WrongEventLoopError,
 )
-from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
@@ -37,6 +47,10 @@ from agent_session_store.models import (
 )
 from agent_session_store.session import SessionSettings, SQLAlchemySession
 from agent_session_store.store import SessionStore
+
+if TYPE_CHECKING:
+    from agent_session_store import migrate
+    from agent_session_store.migrate import check, current, downgrade, upgrade
 
 __all__ = [
     "AgentMessage",
@@ -63,12 +77,41 @@ __all__ = [
     "SessionStore",
     "StoreClosedError",
     "UTCDateTime",
+    "UnsupportedDatabaseError",
     "WrongEventLoopError",
+    "async_url",
     "check",
     "current",
     "downgrade",
     "make_models",
+    "migrate",
     "upgrade",
 ]
 
+#: The package version; pyproject.toml reads it from here.
 __version__ = "0.1.0"
+
+#: Names imported on first access (PEP 562), each from its module.
+_LAZY = {
+    "check": "agent_session_store.migrate",
+    "current": "agent_session_store.migrate",
+    "downgrade": "agent_session_store.migrate",
+    "migrate": "agent_session_store",
+    "upgrade": "agent_session_store.migrate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == __name__:
+        value: Any = importlib.import_module(f"{__name__}.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text, true
@@ -19,7 +20,11 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_only
 
-from agent_session_store.errors import DriverNotInstalledError, ItemTooLargeError
+from agent_session_store.errors import (
+    DriverNotInstalledError,
+    ItemTooLargeError,
+    UnsupportedDatabaseError,
+)
 from agent_session_store.models import utcnow
 
 DEFAULT_URL = "sqlite+aiosqlite:///agent_sessions.db"
@@ -32,8 +37,25 @@ _ASYNC_DRIVERS = {
     "mysql": "aiomysql",
     "mariadb": "aiomysql",
 }
-#: The package extra that installs each server driver.
-_EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "asyncmy": "mysql"}
+#: Backend names that mean one of ours: ``postgres://`` is the usual PaaS ``DATABASE_URL``.
+_BACKEND_ALIASES = {"postgres": "postgresql"}
+#: Async drivers SQLAlchemy has for our backends: the module to import, what to install.
+_DRIVER_INSTALL = {
+    "aiosqlite": ("aiosqlite", "pip install aiosqlite"),
+    "asyncpg": ("asyncpg", 'pip install "agent-session-store[postgres]"'),
+    "psycopg": ("psycopg", 'pip install "psycopg[binary]"'),
+    "psycopg_async": ("psycopg", 'pip install "psycopg[binary]"'),
+    "aiomysql": ("aiomysql", 'pip install "agent-session-store[mysql]"'),
+    "asyncmy": ("asyncmy", "pip install asyncmy"),
+}
+#: Drivers without asyncio support, which an ``AsyncEngine`` cannot use.
+_SYNC_DRIVERS = {
+    "pysqlite", "pysqlcipher", "psycopg2", "psycopg2cffi", "pg8000", "pymysql", "mysqldb",
+    "mysqlconnector", "mariadbconnector", "cymysql", "pyodbc",
+}
+
+#: Seconds the CLI waits for a server to answer a new connection (``--connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -41,27 +63,73 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 def async_url(url: str | URL) -> URL:
     """Parse ``url``, adding the default async driver when it names none.
 
-    ``postgresql://`` becomes ``postgresql+asyncpg://``, ``mysql://`` ``mysql+aiomysql://`` and
-    ``sqlite://`` ``sqlite+aiosqlite://``; MySQL/MariaDB URLs get ``charset=utf8mb4`` unless
-    they set a charset, so that emoji and other 4-byte characters survive.
+    ``postgresql://`` (and ``postgres://``) becomes ``postgresql+asyncpg://``, ``mysql://``
+    ``mysql+aiomysql://`` and ``sqlite://`` ``sqlite+aiosqlite://``; MySQL/MariaDB URLs get
+    ``charset=utf8mb4`` unless they set a charset, so that emoji and other 4-byte characters
+    survive.
 
     Raises:
-        DriverNotInstalledError: the URL's driver is not importable, naming the extra to install.
+        UnsupportedDatabaseError: the URL names a database other than SQLite, PostgreSQL and
+            MySQL/MariaDB, or a driver without asyncio support.
+        DriverNotInstalledError: the URL's driver is not importable, saying what to install.
     """
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
-    if not driver and backend in _ASYNC_DRIVERS:
-        driver = _ASYNC_DRIVERS[backend]
-        parsed = parsed.set(drivername=f"{backend}+{driver}")
+    backend = _BACKEND_ALIASES.get(backend, backend)
+    if backend not in _ASYNC_DRIVERS:
+        raise UnsupportedDatabaseError(
+            f"agent-session-store stores history in SQLite, PostgreSQL or MySQL/MariaDB, not "
+            f"{backend!r}; use a sqlite://, postgresql:// or mysql:// URL"
+        )
+    if driver in _SYNC_DRIVERS:
+        default = _ASYNC_DRIVERS[backend]
+        raise UnsupportedDatabaseError(
+            f"{driver!r} has no asyncio support, and agent-session-store runs on asyncio; "
+            f"leave the driver out ({backend}://...) to use {default!r}, or name another "
+            f"async driver ({backend}+{default}://...)"
+        )
+    driver = driver or _ASYNC_DRIVERS[backend]
+    parsed = parsed.set(drivername=f"{backend}+{driver}")
     if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    if driver and importlib.util.find_spec(driver) is None:
-        extra = _EXTRAS.get(driver)
-        hint = f'pip install "agent-session-store[{extra}]"' if extra else f"pip install {driver}"
+    module, install = _DRIVER_INSTALL.get(driver, (driver, f"pip install {driver}"))
+    if importlib.util.find_spec(module) is None:
         raise DriverNotInstalledError(
-            f"the database URL needs the {driver!r} driver, which is not installed; run: {hint}"
+            f"the database URL needs the {driver!r} driver, which is not installed; "
+            f"run: {install}"
         )
     return parsed
+
+
+def missing_sqlite_file(url: URL) -> str | None:
+    """The path of a SQLite file ``url`` names that does not exist yet, else None.
+
+    Connecting would create it: commands that only look at a database check this first, so
+    that a typo in the path says so instead of leaving an empty file behind.
+    """
+    if url.get_backend_name() != "sqlite" or url.query.get("uri"):
+        return None
+    path = url.database
+    if path in (None, "", ":memory:") or Path(path).exists():
+        return None
+    return path
+
+
+def connect_timeout_args(url: URL, seconds: float) -> dict[str, Any]:
+    """``connect_args`` that bound how long the driver of ``url`` waits to connect.
+
+    asyncpg's ``timeout`` covers the whole connection set-up; aiomysql's ``connect_timeout``
+    only the TCP connect (a server that accepts and never answers is caught by the CLI's own
+    deadline, see ``_cli_base.open_store``). SQLite needs none.
+    """
+    driver = url.get_driver_name()
+    if driver == "asyncpg":
+        return {"timeout": seconds}
+    if driver in ("aiomysql", "asyncmy"):
+        return {"connect_timeout": seconds}
+    if driver in ("psycopg", "psycopg_async"):
+        return {"connect_timeout": max(1, round(seconds))}
+    return {}
 
 
 def pools_connections(url: URL) -> bool:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 
 from agent_session_store._cluster_lock import cluster_lock, is_galera
 from agent_session_store.errors import InvalidIdentifierError, MigrationError
@@ -161,3 +161,43 @@ def _sqlite_write_transaction(connection: Connection) -> Iterator[None]:
         connection.exec_driver_sql(f"PRAGMA foreign_keys = {1 if foreign_keys else 0:d}")
         connection.commit()
         dbapi_connection.isolation_level = saved_isolation
+
+
+def describe_diff(diff: Any) -> str:
+    """One difference found by Alembic's ``compare_metadata``, in words."""
+    if isinstance(diff, list):  # column modifications come grouped per column
+        return ", ".join(describe_diff(item) for item in diff)
+    kind = diff[0]
+    if kind.startswith("modify_"):
+        _, _, table, column, _, old, new = diff
+        return f"{kind} {table}.{column} ({old!r} in the database, {new!r} in the models)"
+    if kind in ("add_column", "remove_column"):
+        return f"{kind} {diff[2]}.{diff[3].name}"
+    return f"{kind} {getattr(diff[1], 'name', diff[1])}"
+
+
+def out_of_date_message(
+    url: URL, found: str | None, needed: str, sessions: str, messages: str, known: bool
+) -> str:
+    """What ``check`` says when the database is at ``found`` and the package needs ``needed``.
+
+    ``known`` tells whether this package ships revision ``found``.
+    """
+    shown = url.render_as_string(hide_password=True)
+    names = ""
+    if (sessions, messages) != (DEFAULT_SESSIONS_TABLE, DEFAULT_MESSAGES_TABLE):
+        names = f" --sessions-table {sessions} --messages-table {messages}"
+    run = f"agent-session-store upgrade --url '{shown}'{names}"
+    if found is None:
+        return (
+            f"database has no agent-session-store revision for tables {sessions!r}/{messages!r} "
+            f"(no version row), package needs {needed}; run: {run} "
+            "(or await agent_session_store.upgrade(...)); it also adopts existing tables"
+        )
+    if not known:
+        return (
+            f"database at revision {found}, which this agent-session-store does not know "
+            f"(written by a newer version?), package needs {needed}; upgrade the package, or "
+            "downgrade the database with the version that wrote it"
+        )
+    return f"database at revision {found}, package needs {needed}; run: {run}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +17,29 @@ from rich.padding import Padding
 from rich.table import Table
 
 from agent_session_store.admin import SessionInfo
+
+if TYPE_CHECKING:
+    from agent_session_store._cli_base import Target
+
+
+def count(n: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``: a count with its noun."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def command_line(command: str, target: Target, **options: Any) -> str:
+    """The ``agent-session-store`` command line that repeats ``command`` on ``target``.
+
+    ``--url`` and the table names are included when they are not the defaults, as are the
+    ``options`` given (``limit=20`` becomes ``--limit 20``); the password stays hidden.
+    """
+    from agent_session_store._dialect import DEFAULT_URL
+
+    parts = ["agent-session-store", command]
+    if target.url != DEFAULT_URL:
+        parts.append(f"--url '{target.shown_url}'")
+    parts += [f"--{name.replace('_', '-')} {value}" for name, value in options.items()]
+    return " ".join(parts) + target.table_options
 
 
 def when(value: datetime) -> str:

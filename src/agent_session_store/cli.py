@@ -1,8 +1,8 @@
 """``agent-session-store``: look at, move, prune and migrate conversation history from a shell.
 
 Every command takes ``--url`` (else ``AGENT_SESSION_STORE_URL``, else the embedded SQLite file
-``agent_sessions.db``). Errors a person can act on print one line and exit with status 1;
-``--debug`` shows the traceback instead.
+``agent_sessions.db``). Errors a person can act on print one line and exit with status 1, or 3
+when the database cannot be reached; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agent_session_store._cli_base import (
     database_options,
     open_store,
     prepare_schema,
+    refuse_missing_file,
     require_schema,
     run,
     table_names,
@@ -74,9 +75,9 @@ def sessions_command(
             return
         console.print(_render.sessions_table(page.sessions))
         if page.next_cursor:
-            console.print(
-                f"more: agent-session-store sessions --cursor {page.next_cursor}", soft_wrap=True
-            )
+            extra = {"order": order} if order != "newest" else {}
+            again = _render.command_line("sessions", target, limit=limit, **extra)
+            console.print(f"more: {again} --cursor {page.next_cursor}", soft_wrap=True)
 
     run(target, work())
 
@@ -136,7 +137,8 @@ def parse_age(text: str) -> timedelta:
 @click.option("--older-than", "age", required=True, help="Age such as 30d, 12h, 2w.",
               callback=lambda _ctx, _param, value: parse_age(value))
 @click.option("--yes", is_flag=True, help="Delete; without it, only report what would go.")
-def prune_command(target: Target, age: timedelta, yes: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def prune_command(target: Target, age: timedelta, yes: bool, as_json: bool) -> None:
     """Delete sessions not updated for longer than --older-than (a dry run without --yes)."""
     cutoff = datetime.now(timezone.utc) - age
 
@@ -146,13 +148,17 @@ def prune_command(target: Target, age: timedelta, yes: bool) -> None:
             return await store.delete_sessions(older_than=cutoff, dry_run=not yes)
 
     result = run(target, work())
+    if as_json:
+        click.echo(json.dumps({"deleted": yes, "sessions": result.sessions,
+                               "items": result.items, "not_updated_since": cutoff.isoformat()}))
+        return
     since = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
+    counts = f"{_render.count(result.sessions, 'session')} ({_render.count(result.items, 'item')})"
     if yes:
-        click.echo(f"deleted {result.sessions} sessions ({result.items} items) "
-                   f"not updated since {since}")
+        click.echo(f"deleted {counts} not updated since {since}")
     else:
-        click.echo(f"would delete {result.sessions} sessions ({result.items} items) not updated "
-                   f"since {since}; run again with --yes to delete them")
+        click.echo(f"would delete {counts} not updated since {since}; "
+                   "run again with --yes to delete them")
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -217,41 +223,88 @@ def upgrade_command(target: Target, revision: str) -> None:
 @cli.command("downgrade")
 @database_options
 @click.argument("revision")
-def downgrade_command(target: Target, revision: str) -> None:
-    """Migrate the schema down to REVISION ('base' removes the tables)."""
+@click.option("--yes", is_flag=True, help="Needed for 'base', which drops the tables.")
+def downgrade_command(target: Target, revision: str, yes: bool) -> None:
+    """Migrate the schema down to REVISION ('base' drops the tables and all their rows)."""
     from agent_session_store import migrate
 
+    if revision == "base" and not yes:
+        raise CommandError(
+            f"downgrade base drops the tables {target.sessions_table!r} and "
+            f"{target.messages_table!r} at {target.shown_url}, with every session and item "
+            "in them; export them first if you need them, then run again with --yes"
+        )
     now = _migrate(target, migrate.downgrade, revision)
     click.echo(f"{target.shown_url} is at revision {now or 'base (no tables)'}")
 
 
 @cli.command("current")
 @database_options
-def current_command(target: Target) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the revisions as JSON.")
+def current_command(target: Target, as_json: bool) -> None:
     """Print the database's schema revision and the one this package needs."""
     from agent_session_store import migrate
 
-    async def work() -> str | None:
+    async def work() -> tuple[str | None, list[str]]:
         async with open_store(target) as store:
-            return await migrate.current(store.engine, **table_names(store))
+            refuse_missing_file(store, target)
+            revision = await migrate.current(store.engine, **table_names(store))
+            return revision, await migrate.host_heads(store.engine)
 
-    revision = run(target, work())
-    click.echo(f"current: {revision or 'none (run: agent-session-store upgrade)'}")
-    click.echo(f"head:    {migrate.head_revision()}")
+    revision, host = run(target, work())
+    head = migrate.head_revision()
+    if as_json:
+        click.echo(json.dumps({"url": target.shown_url, "current": revision, "head": head,
+                               "up_to_date": revision == head, "host_alembic_version": host}))
+        return
+    if revision is not None:
+        shown = revision
+    elif host:
+        # Our row is not there to find; the host's Alembic owns the tables, so our own
+        # upgrade would start a second version table: point at the host's command instead.
+        shown = ("none found; the host's Alembic manages this database, run there: "
+                 "alembic upgrade heads")
+    else:
+        shown = ("none (run: agent-session-store upgrade "
+                 f"--url '{target.shown_url}'{target.table_options})")
+    click.echo(f"current: {shown}")
+    click.echo(f"head:    {head}")
+    if host:
+        click.echo(f"host:    alembic_version at {', '.join(host)} (the host application's "
+                   "Alembic migrates these tables)")
 
 
 @cli.command("check")
 @database_options
-def check_command(target: Target) -> None:
-    """Exit 0 if the schema is at the package's revision, else say what to run."""
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def check_command(target: Target, as_json: bool) -> None:
+    """Exit 0 if the schema is at the package's revision, 1 if not (saying what to run).
+
+    Exit status 3 means the database could not be reached, so nothing was checked.
+    """
     from agent_session_store import migrate
+    from agent_session_store.errors import SchemaOutOfDateError
 
-    async def work() -> None:
+    async def work() -> str | None:
         async with open_store(target) as store:
-            await migrate.check(store.engine, **table_names(store))
+            refuse_missing_file(store, target)
+            try:
+                await migrate.check(store.engine, **table_names(store))
+            except SchemaOutOfDateError as exc:
+                return str(exc)
+        return None
 
-    run(target, work())
-    click.echo(f"{target.shown_url} is up to date at revision {migrate.head_revision()}")
+    problem = run(target, work())
+    head = migrate.head_revision()
+    if as_json:
+        click.echo(json.dumps({"url": target.shown_url, "up_to_date": problem is None,
+                               "head": head, "problem": problem}))
+        if problem is not None:
+            raise SystemExit(1)
+        return
+    if problem is not None:
+        raise CommandError(problem)
+    click.echo(f"{target.shown_url} is up to date at revision {head}")
 
 
 def main() -> None:

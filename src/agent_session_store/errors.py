@@ -76,3 +76,7 @@ class WrongEventLoopError(AgentSessionStoreError, RuntimeError):
 
 class InvalidSessionSettingsError(AgentSessionStoreError, TypeError):
     """``session_settings`` has a key or value that ``SessionSettings`` does not take."""
+
+
+class UnsupportedDatabaseError(AgentSessionStoreError, ValueError):
+    """A database URL names a database or a driver agent-session-store cannot run on."""

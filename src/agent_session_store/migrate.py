@@ -4,8 +4,8 @@ Each function takes an ``AsyncEngine`` (left open) or a URL (an engine is made a
 with neither it uses ``AGENT_SESSION_STORE_URL``, else ``sqlite+aiosqlite:///agent_sessions.db``.
 The version row lives in ``<sessions_table>_alembic_version``; :func:`current` and :func:`check`
 also find it in a host application's ``alembic_version`` when our revisions run from there.
-When a host revision depends on ours, Alembic keeps only the host's row: :func:`current` then
-returns None and :func:`check` judges by comparing the tables with the models.
+When a host revision depends on ours, Alembic keeps only the host's row: :func:`current` and
+:func:`check` then judge by comparing the tables with the models, and agree.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from sqlalchemy.pool import NullPool
 
 from agent_session_store import _dialect, _migration
 from agent_session_store._migration import migration_lock
-from agent_session_store.errors import SchemaOutOfDateError
+from agent_session_store.errors import (
+    MigrationError,
+    SchemaOutOfDateError,
+)
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "current",
     "downgrade",
     "head_revision",
+    "host_heads",
     "migration_lock",
     "upgrade",
 ]
@@ -90,10 +94,34 @@ async def current(
     sessions_table: str = DEFAULT_SESSIONS_TABLE,
     messages_table: str = DEFAULT_MESSAGES_TABLE,
 ) -> str | None:
-    """The revision the tables are at, or None when no version row exists."""
-    sessions, _ = _migration.table_names(sessions_table, messages_table)
+    """The revision the tables are at, or None when there is none to find.
+
+    In a host application's database whose ``alembic_version`` holds a host revision that
+    depends on ours (Alembic then drops our row), the answer is judged like :func:`check`
+    does: this package's head when the tables match its models, else None.
+
+    Given the URL of a SQLite file that does not exist, it returns None without creating it.
+    """
+    sessions, messages = _migration.table_names(sessions_table, messages_table)
+    if _missing_file(engine_or_url) is not None:
+        return None
     async with _connect(engine_or_url) as conn:
-        return await conn.run_sync(_current_revision, sessions)
+        found = await conn.run_sync(_current_revision, sessions)
+        if (
+            found is None
+            and await conn.run_sync(_host_head_covers_ours, sessions, messages)
+            and not await conn.run_sync(_schema_diffs, sessions, messages)
+        ):
+            found = head_revision()
+        return found
+
+
+async def host_heads(engine_or_url: EngineOrUrl = None) -> list[str]:
+    """The revisions in a host application's ``alembic_version`` table ([] without one)."""
+    if _missing_file(engine_or_url) is not None:
+        return []
+    async with _connect(engine_or_url) as conn:
+        return await conn.run_sync(_host_heads)
 
 
 async def check(
@@ -107,8 +135,18 @@ async def check(
     Raises:
         SchemaOutOfDateError: the database is behind or ahead of the package, or its tables
             differ from the models; the message says what was found and what to run.
+            A SQLite file that does not exist is reported so, and not created.
     """
     sessions, messages = _migration.table_names(sessions_table, messages_table)
+    missing = _missing_file(engine_or_url)
+    if missing is not None and not isinstance(engine_or_url, AsyncEngine):
+        url = _dialect.async_url(_url_of(engine_or_url))
+        raise SchemaOutOfDateError(
+            f"no database file {missing!r} (not created): "
+            + _migration.out_of_date_message(
+                url, None, head_revision(), sessions, messages, known=True
+            )
+        )
     async with _connect(engine_or_url) as conn:
         found = await conn.run_sync(_current_revision, sessions)
         needed = head_revision()
@@ -118,11 +156,13 @@ async def check(
             found = needed
         if found != needed:
             raise SchemaOutOfDateError(
-                _out_of_date_message(conn.engine.url, found, needed, sessions, messages)
+                _migration.out_of_date_message(
+                    conn.engine.url, found, needed, sessions, messages, _knows(found)
+                )
             )
         diffs = await conn.run_sync(_schema_diffs, sessions, messages)
     if diffs:
-        listed = "; ".join(_describe(diff) for diff in diffs)
+        listed = "; ".join(_migration.describe_diff(diff) for diff in diffs)
         raise SchemaOutOfDateError(
             f"the tables {sessions!r} and {messages!r} are at revision {found} but differ from "
             f"the models: {listed}. They were changed outside the migrations; undo those "
@@ -133,8 +173,24 @@ async def check(
 
 @functools.cache
 def head_revision() -> str:
-    """The newest revision this package ships."""
-    head = ScriptDirectory(_script_location()).get_current_head()
+    """The newest revision this package ships.
+
+    Raises:
+        MigrationError: a revision that is not ours sits among the package's revisions, as
+            ``alembic revision`` leaves it when a host application's revision revises ours.
+    """
+    script = ScriptDirectory(_script_location())
+    foreign = [rev for rev in script.walk_revisions() if not _is_ours(rev.revision)]
+    if foreign:
+        files = ", ".join(str(rev.path) for rev in foreign)
+        raise MigrationError(
+            f"found revisions that are not agent-session-store's inside the installed package: "
+            f"{files}. A host application's `alembic revision` put them there because they "
+            "revise our head; move them to your own versions folder, start your own branch "
+            "(alembic revision --head=base --branch-label=... --version-path=..., see "
+            "docs/migrations.md), then reinstall agent-session-store"
+        )
+    head = script.get_current_head()
     if head is None:  # pragma: no cover - the package always ships a revision
         raise RuntimeError("agent-session-store ships no migration revisions")
     return head
@@ -169,13 +225,24 @@ def _script_location() -> str:
     return str(resources.files("agent_session_store.migrations"))
 
 
+def _url_of(engine_or_url: str | URL | None) -> str | URL:
+    return engine_or_url or os.environ.get(URL_ENV) or _dialect.DEFAULT_URL
+
+
+def _missing_file(engine_or_url: EngineOrUrl) -> str | None:
+    # Only for URLs: an engine the caller made is theirs to point where they like.
+    if isinstance(engine_or_url, AsyncEngine):
+        return None
+    return _dialect.missing_sqlite_file(_dialect.async_url(_url_of(engine_or_url)))
+
+
 @asynccontextmanager
 async def _connect(engine_or_url: EngineOrUrl) -> AsyncIterator[AsyncConnection]:
     if isinstance(engine_or_url, AsyncEngine):
         engine, owned = engine_or_url, False
     else:
-        url = engine_or_url or os.environ.get(URL_ENV) or _dialect.DEFAULT_URL
-        engine, owned = create_async_engine(_dialect.async_url(url), poolclass=NullPool), True
+        url = _dialect.async_url(_url_of(engine_or_url))
+        engine, owned = create_async_engine(url, poolclass=NullPool), True
     _dialect.configure_sqlite(engine.sync_engine)
     try:
         async with engine.connect() as conn:
@@ -218,12 +285,26 @@ def _current_revision(connection: Connection, sessions_table: str) -> str | None
     return None
 
 
+def _host_heads(connection: Connection) -> list[str]:
+    if _HOST_VERSION_TABLE not in inspect(connection).get_table_names():
+        return []
+    context = MigrationContext.configure(connection, opts={"version_table": _HOST_VERSION_TABLE})
+    return list(context.get_current_heads())
+
+
 def _host_head_covers_ours(connection: Connection, sessions: str, messages: str) -> bool:
     tables = set(inspect(connection).get_table_names())
-    if not {sessions, messages, _HOST_VERSION_TABLE} <= tables:
+    return {sessions, messages} <= tables and bool(_host_heads(connection))
+
+
+def _knows(revision: str | None) -> bool:
+    if revision is None:
+        return True
+    try:
+        ScriptDirectory(_script_location()).get_revision(revision)
+    except CommandError:
         return False
-    context = MigrationContext.configure(connection, opts={"version_table": _HOST_VERSION_TABLE})
-    return bool(context.get_current_heads())
+    return True
 
 
 def _is_ours(revision: str) -> bool:
@@ -239,40 +320,3 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         },
     )
     return list(compare_metadata(context, _migration.target_metadata(sessions, messages)))
-
-
-def _describe(diff: Any) -> str:
-    if isinstance(diff, list):  # column modifications come grouped per column
-        return ", ".join(_describe(item) for item in diff)
-    kind = diff[0]
-    if kind.startswith("modify_"):
-        _, _, table, column, _, old, new = diff
-        return f"{kind} {table}.{column} ({old!r} in the database, {new!r} in the models)"
-    if kind in ("add_column", "remove_column"):
-        return f"{kind} {diff[2]}.{diff[3].name}"
-    return f"{kind} {getattr(diff[1], 'name', diff[1])}"
-
-
-def _out_of_date_message(
-    url: URL, found: str | None, needed: str, sessions: str, messages: str
-) -> str:
-    shown = url.render_as_string(hide_password=True)
-    names = ""
-    if (sessions, messages) != (DEFAULT_SESSIONS_TABLE, DEFAULT_MESSAGES_TABLE):
-        names = f" --sessions-table {sessions} --messages-table {messages}"
-    run = f"agent-session-store upgrade --url '{shown}'{names}"
-    if found is None:
-        return (
-            f"database has no agent-session-store revision for tables {sessions!r}/{messages!r} "
-            f"(no version row), package needs {needed}; run: {run} "
-            "(or await agent_session_store.upgrade(...)); it also adopts existing tables"
-        )
-    try:
-        ScriptDirectory(_script_location()).get_revision(found)
-    except CommandError:
-        return (
-            f"database at revision {found}, which this agent-session-store does not know "
-            f"(written by a newer version?), package needs {needed}; upgrade the package, or "
-            "downgrade the database with the version that wrote it"
-        )
-    return f"database at revision {found}, package needs {needed}; run: {run}"
