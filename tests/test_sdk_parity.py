@@ -39,7 +39,11 @@ BOUND = 10
 
 
 async def bounded(operation: Awaitable[T]) -> T:
-    return await asyncio.wait_for(operation, BOUND)
+    """``operation``'s result; a test failure (without the driver's deep traceback) on a hang."""
+    try:
+        return await asyncio.wait_for(operation, BOUND)
+    except TimeoutError:
+        pytest.fail(f"still running after {BOUND} s", pytrace=False)
 
 
 def say(role: str, content: str) -> dict[str, Any]:

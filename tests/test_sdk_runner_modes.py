@@ -9,7 +9,11 @@ a hang fails the test.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,15 +23,22 @@ from agent_session_store import SessionStore
 agents = pytest.importorskip("agents")
 scripted = pytest.importorskip("agent_session_store.scripted")
 
-#: The run_sync modes use the store from a second event loop. Where that is unsafe the driver can
-#: crash the interpreter (asyncpg did, before issue 10), so they run in a forked process of their
-#: own: a crash fails that one test.
-MODES = [
-    "run",
-    pytest.param("run_sync_in_a_plain_thread", marks=pytest.mark.forked),
-    pytest.param("run_sync_in_a_loop_worker_thread", marks=pytest.mark.forked),
-    "run_streamed",
-]
+CHILD_ENV = "AGENT_SESSION_STORE_RUNNER_MODES_CHILD"
+IN_CHILD = os.environ.get(CHILD_ENV) == "1"
+THREAD_MODES = ["run_sync_in_a_plain_thread", "run_sync_in_a_loop_worker_thread"]
+
+
+def _mode(mode: str) -> Any:
+    # The run_sync modes use the store from a second event loop. Where that is unsafe the driver
+    # can crash the interpreter (asyncpg did), so they run in a child pytest of their own.
+    if mode in THREAD_MODES and not IN_CHILD:
+        return pytest.param(mode, marks=pytest.mark.skip(
+            reason="runs in a child process: test_the_thread_modes_pass_in_a_child_process"
+        ))
+    return mode
+
+
+MODES = [_mode(m) for m in ["run", *THREAD_MODES, "run_streamed"]]
 #: Seconds one run may take in any mode.
 RUN_TIMEOUT = 30
 
@@ -196,3 +207,30 @@ async def test_a_store_error_surfaces_from_run_streamed_instead_of_hanging(db_ur
 
         with pytest.raises(Exception, match=r"(?i)agent_messages|agent_sessions|no such table"):
             await asyncio.wait_for(consume(), RUN_TIMEOUT)
+
+
+DIALECT_PARAMS = [
+    pytest.param(d, marks=getattr(pytest.mark, d), id=d) for d in ("sqlite", "postgresql", "mariadb")
+]
+
+
+@pytest.mark.parametrize("dialect", DIALECT_PARAMS)
+def test_the_thread_modes_pass_in_a_child_process(dialect: str) -> None:
+    """Every test above in both run_sync modes, in a child pytest per dialect: a crash there
+    fails this test instead of ending the run."""
+    if IN_CHILD:
+        pytest.skip(reason="this is the child process")
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", dialect,
+               "-k", "run_sync_in_a", str(Path(__file__).relative_to(root))]
+    try:
+        done = subprocess.run(command, cwd=root, env={**os.environ, CHILD_ENV: "1"},
+                              capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run_sync modes still running after 600 s", pytrace=False)
+    lines = done.stdout.splitlines()
+    summary = [line for line in lines if line.startswith(("FAILED", "ERROR"))] + lines[-1:]
+    if done.returncode != 0:
+        progress = lines[0] if lines else ""
+        pytest.fail(f"child pytest exited with {done.returncode} (progress: {progress})\n"
+                    + "\n".join(summary[-40:]), pytrace=False)
