@@ -210,7 +210,8 @@ async def test_a_store_error_surfaces_from_run_streamed_instead_of_hanging(db_ur
 
 
 DIALECT_PARAMS = [
-    pytest.param(d, marks=getattr(pytest.mark, d), id=d) for d in ("sqlite", "postgresql", "mariadb")
+    pytest.param(name, marks=getattr(pytest.mark, name), id=name)
+    for name in ("sqlite", "postgresql", "mariadb")
 ]
 
 
