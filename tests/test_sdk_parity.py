@@ -344,13 +344,17 @@ async def test_ensure_ascii_is_taken_by_the_engine_constructor_too(engine: Async
     assert "café" in (await raw_text(readable))[0]
 
 
-async def test_by_default_we_store_readable_utf8_a_documented_difference(
-    open_session: OpenSession,
+async def test_by_default_non_ascii_is_stored_escaped_as_the_sdk_stores_it(
+    open_session: OpenSession, engine: AsyncEngine
 ) -> None:
-    """The SDK escapes by default; we do not (docs/sdk-parity.md says why). Both read back."""
-    session = open_session("default-encoding")
-    await session.add_items([say("user", "café")])
-    assert "café" in (await raw_text(session))[0]
+    for session in (
+        open_session("default-encoding"),
+        SQLAlchemySession("default-encoding-2", engine=engine, create_tables=True),
+    ):
+        await session.add_items([say("user", "café")])
+        [stored] = await raw_text(session)
+        assert "\\u00e9" in stored and "café" not in stored
+        assert await session.get_items() == [say("user", "café")]
 
 
 async def test_history_written_escaped_by_the_sdk_reads_back_unchanged(

@@ -225,7 +225,9 @@ def test_the_thread_modes_pass_in_a_child_process(dialect: str) -> None:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", dialect,
                "-k", "run_sync_in_a", str(Path(__file__).relative_to(root))]
     try:
-        done = subprocess.run(command, cwd=root, env={**os.environ, CHILD_ENV: "1"},
+        # Without the parent's PYTEST_CURRENT_TEST: inherited, it made the child exit 1.
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        done = subprocess.run(command, cwd=root, env={**env, CHILD_ENV: "1"},
                               capture_output=True, text=True, timeout=600, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail("the run_sync modes still running after 600 s", pytrace=False)
