@@ -20,6 +20,8 @@ from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.models.interface import Model
 from agents.usage import Usage
 from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
     ResponseFunctionToolCall,
     ResponseOutputMessage,
     ResponseOutputText,
@@ -94,9 +96,28 @@ class ScriptedModel(Model):
         )
         return self._respond(*thought, call)
 
-    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
-        """Streaming is not scripted; use ``Runner.run``."""
-        raise NotImplementedError("ScriptedModel does not stream; use Runner.run")
+    async def stream_response(
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        """Play the same turn as :meth:`get_response`, as one ``response.completed`` event.
+
+        ``Runner.run_streamed`` builds the turn from that event alone, so a scripted
+        conversation stores the same items streamed or not.
+        """
+        answer = await self.get_response(*args, **kwargs)
+        response = Response(
+            id=answer.response_id or "resp_scripted",
+            created_at=0,
+            model="scripted",
+            object="response",
+            output=answer.output,
+            parallel_tool_calls=False,
+            tool_choice="auto",
+            tools=[],
+        )
+        yield ResponseCompletedEvent(
+            type="response.completed", response=response, sequence_number=0
+        )
 
     def _message(self, text: str) -> ResponseOutputMessage:
         return ResponseOutputMessage(
