@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Dialect,
-    JSON,
     ForeignKey,
     Index,
     Integer,
@@ -168,7 +168,9 @@ UserId = SessionId
 #: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
 TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
 #: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
-MetadataJSON = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+MetadataJSON = JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 
 _TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
 
