@@ -50,9 +50,11 @@ async def test_upgrade_from_0001_keeps_10000_items_and_downgrade_gives_them_back
     assert await snapshot(engine, store) == before
     s = store.sessions
     async with engine.connect() as conn:
-        found = (await conn.execute(
-            select(func.count(), func.count(s.c.user_id), func.count(s.c.expires_at))
-        )).one()
+        found = (
+            await conn.execute(
+                select(func.count(), func.count(s.c.user_id), func.count(s.c.expires_at))
+            )
+        ).one()
     assert tuple(found) == (10, 0, 0)  # every session kept, none owned, none expiring
     assert await store.session("s3").get_items(limit=2) == [{"n": 3, "i": 998}, {"n": 3, "i": 999}]
 

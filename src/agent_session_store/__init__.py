@@ -18,10 +18,12 @@ from agent_session_store.errors import (
     DriverNotInstalledError,
     InvalidIdentifierError,
     InvalidItemError,
+    InvalidMetadataError,
     InvalidRecordError,
     ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
+    SessionOwnershipError,
 )
 from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
@@ -32,6 +34,7 @@ from agent_session_store.models import (
     UTCDateTime,
     make_models,
 )
+from agent_session_store.records import RecordPage, Removed, SessionRecord, SessionRecords
 from agent_session_store.session import SessionSettings, SQLAlchemySession
 from agent_session_store.store import SessionStore
 
@@ -46,15 +49,21 @@ __all__ = [
     "ImportResult",
     "InvalidIdentifierError",
     "InvalidItemError",
+    "InvalidMetadataError",
     "InvalidRecordError",
     "ItemTooLargeError",
     "MigrationError",
     "ModelPair",
     "PruneResult",
+    "RecordPage",
+    "Removed",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
     "SessionInfo",
+    "SessionOwnershipError",
     "SessionPage",
+    "SessionRecord",
+    "SessionRecords",
     "SessionSettings",
     "SessionStore",
     "UTCDateTime",
