@@ -192,7 +192,6 @@ async def test_listing_a_page_is_served_by_an_index_without_sorting(store: Sessi
         await conn.execute(store.sessions.insert(), rows)
         analyze = "ANALYZE TABLE" if dialect_of(str(store.engine.url)) == "mariadb" else "ANALYZE"
         await conn.execute(text(f"{analyze} agent_sessions"))
-        )
     records = records_of(store)
     dialect = dialect_of(str(store.engine.url))
     for user, index in (
