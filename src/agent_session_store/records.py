@@ -108,7 +108,7 @@ class SessionRecords:
         """
         check_session_id(session_id)
         s = self._s
-        stmt = self._records_query().where(s.c.session_id == session_id)
+        stmt = self._records_query(with_now=True).where(s.c.session_id == session_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
@@ -289,10 +289,10 @@ class SessionRecords:
                 stmt = stmt.with_hint(s, f"FORCE INDEX ({name})", dialect_name)
         return stmt
 
-    def _records_query(self, sort_key: Any = None) -> Select[Any]:
+    def _records_query(self, sort_key: Any = None, *, with_now: bool = False) -> Select[Any]:
         s, m = self._s, self._m
         count = select(func.count(m.c.id)).where(m.c.session_id == s.c.session_id)
-        return select(
+        columns = [
             s.c.session_id,
             s.c.user_id,
             s.c.title,
@@ -301,9 +301,12 @@ class SessionRecords:
             s.c.updated_at,
             s.c.expires_at,
             count.scalar_subquery().label("item_count"),
-            (s.c.updated_at if sort_key is None else sort_key).label("sort_key"),
-            utcnow().label("now"),
-        )
+        ]
+        if sort_key is not None:
+            columns.append(sort_key.label("sort_key"))
+        if with_now:  # the database's clock, which expiry is judged by
+            columns.append(utcnow().label("now"))
+        return select(*columns)
 
     async def _remove(
         self, condition: Any, batch_size: int, dry_run: bool, *, skip_locked: bool = False
