@@ -20,7 +20,7 @@ from .conftest import dialect_of
 
 
 def records_of(store: SessionStore) -> SessionRecords:
-    return SessionRecords(store.engine, store.sessions, store.messages)  # until merged
+    return store.records
 
 
 async def raw_row(store: SessionStore, session_id: str) -> tuple[Any, ...]:

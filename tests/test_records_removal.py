@@ -19,7 +19,7 @@ FUTURE = datetime.now(timezone.utc) + timedelta(days=30)
 
 
 def records_of(store: SessionStore) -> SessionRecords:
-    return SessionRecords(store.engine, store.sessions, store.messages)  # until merged
+    return store.records
 
 
 async def seed(store: SessionStore, expired: int, live: int, items: int = 2) -> None:

@@ -14,6 +14,7 @@ import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from datetime import timedelta
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -37,6 +38,9 @@ from sqlalchemy.pool import StaticPool
 from agent_session_store import _dialect, _driver
 from agent_session_store._driver import CoreLink, Link, Statement
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store._record_sql import seconds_of
+from agent_session_store._scoped import PLAIN, Scope
+from agent_session_store._scoped_ops import ScopedOperations
 from agent_session_store.admin import StoreAdmin
 from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 from agent_session_store.models import (
@@ -46,6 +50,7 @@ from agent_session_store.models import (
     AgentSessionColumns,
     make_models,
 )
+from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
 
 if TYPE_CHECKING:
     from agent_session_store.session import SQLAlchemySession
@@ -79,6 +84,9 @@ class SessionStore(StoreAdmin):
         check_schema: Before the first statement, check that the tables are at this package's
             migration head and match the models; raise ``SchemaOutOfDateError`` otherwise
             (nothing is migrated automatically: run ``agent_session_store.upgrade``).
+        ttl: Sliding time to live of every session (``timedelta`` or seconds): each write
+            moves ``expires_at`` to now + ttl, and an expired session reads as empty until
+            :meth:`purge_expired` deletes it. None: sessions expire only when given a time.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -96,6 +104,7 @@ class SessionStore(StoreAdmin):
         base: type[Any] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
         check_schema: bool = False,
+        ttl: timedelta | float | None = None,
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
@@ -146,6 +155,12 @@ class SessionStore(StoreAdmin):
         self._check_packets = _dialect.is_mysql(engine.dialect)
         self._max_packet: int | None = None
         self._build_statements(engine)
+        self.ttl: int | None = None if ttl is None else seconds_of(ttl)
+        #: Owner, title, metadata and expiry of the sessions: see :class:`SessionRecords`.
+        self.records = SessionRecords(engine, self.sessions, self.messages)
+        self._scoped = ScopedOperations(
+            self, engine.dialect, lambda core, **kw: _driver.prepare(core, engine.dialect, **kw)
+        )
         # Hot statements run on the driver's own connection where we know the driver and no
         # statement of ours needs SQLAlchemy's type processing (see _driver).
         self._driver = _driver.driver_for(engine.dialect)
@@ -314,11 +329,56 @@ class SessionStore(StoreAdmin):
     ) -> None:
         await self.close()
 
-    def session(self, session_id: str, *, session_settings: Any = None) -> SQLAlchemySession:
-        """Return the Session-protocol object for ``session_id`` on this store."""
+    def session(
+        self,
+        session_id: str,
+        *,
+        session_settings: Any = None,
+        user_id: str | None = None,
+        ttl: timedelta | float | None = UNSET,
+    ) -> SQLAlchemySession:
+        """Return the Session-protocol object for ``session_id`` on this store.
+
+        Args:
+            session_id: The conversation's id.
+            session_settings: As for :class:`SQLAlchemySession`.
+            user_id: Bind the handle to this owner: its first write creates the session
+                owned by ``user_id``, and every call on a session of another owner (or of
+                none) raises ``SessionOwnershipError`` and changes nothing.
+            ttl: This handle's sliding time to live, instead of the store's; None for none.
+        """
         from agent_session_store.session import SQLAlchemySession
 
-        return SQLAlchemySession(session_id, store=self, session_settings=session_settings)
+        return SQLAlchemySession(
+            session_id, store=self, session_settings=session_settings, user_id=user_id, ttl=ttl
+        )
+
+    def scope(self, user_id: str | None = None, ttl: timedelta | float | None = UNSET) -> Scope:
+        """What a handle with this owner and time to live is bound to."""
+        if user_id is not None:
+            check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
+        seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
+        return Scope(user_id, seconds, expiry=self.ttl is not None or seconds is not None)
+
+    # -- records: owners, titles, metadata, listing, expiry, erasure (see records.py) -------
+
+    async def info(self, session_id: str, user_id: str | None = None) -> SessionRecord | None:
+        """The record of ``session_id``: see :meth:`SessionRecords.info`."""
+        return await self.records.info(session_id, user_id)
+
+    async def list_sessions(self, **filters: Any) -> RecordPage:  # type: ignore[override]
+        """A page of session records: see :meth:`SessionRecords.list_sessions`."""
+        return await self.records.list_sessions(**filters)
+
+    async def purge_expired(self, *, batch_size: int = 500, dry_run: bool = False) -> Removed:
+        """Delete expired sessions and their items: see :meth:`SessionRecords.purge_expired`."""
+        return await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+
+    async def erase_user(
+        self, user_id: str, *, batch_size: int = 500, dry_run: bool = False
+    ) -> Removed:
+        """Delete every session and item of ``user_id``: see :meth:`SessionRecords.erase_user`."""
+        return await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -506,12 +566,17 @@ class SessionStore(StoreAdmin):
 
     # -- the four operations, by session id -------------------------------------------------
 
-    async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
+    async def get_items(
+        self, session_id: str, limit: int | None = None, *, scope: Scope | None = None
+    ) -> list[Any]:
         """All items of ``session_id`` in order, or the latest ``limit`` in chronological order."""
         check_session_id(session_id)
         limit = check_limit(limit)
-        if limit == 0:
+        scope = self._scope_of(scope)
+        if limit == 0 and scope.user_id is None:
             return []
+        if not scope.plain:
+            return await self._scoped.get_items(session_id, limit, scope)
         try:
             return await self._read(session_id, limit)
         except DBAPIError as exc:
@@ -562,11 +627,17 @@ class SessionStore(StoreAdmin):
             items[:0] = decode_rows((row[1] for row in reversed(rows)), warn)
         return items
 
-    async def add_items(self, session_id: str, items: list[Any]) -> None:
+    async def add_items(
+        self, session_id: str, items: list[Any], *, scope: Scope | None = None
+    ) -> None:
         """Append ``items`` to ``session_id`` atomically, creating the session if needed."""
         check_session_id(session_id)
         encoded = encode_items(items)
         if not encoded:
+            return
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            await self._scoped.add_items(session_id, encoded, scope)
             return
         append = self._append
         if append is not None:
@@ -587,9 +658,12 @@ class SessionStore(StoreAdmin):
 
         await self._write(add)
 
-    async def pop_item(self, session_id: str) -> Any | None:
+    async def pop_item(self, session_id: str, *, scope: Scope | None = None) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
         check_session_id(session_id)
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            return await self._scoped.pop_item(session_id, scope)
         while True:
             text = await self._write(
                 lambda link: self._pop_row(link, session_id), single=self._pop_returning
@@ -619,9 +693,13 @@ class SessionStore(StoreAdmin):
             return None
         return _RETRY
 
-    async def clear_session(self, session_id: str) -> None:
+    async def clear_session(self, session_id: str, *, scope: Scope | None = None) -> None:
         """Delete ``session_id``'s row and all its items."""
         check_session_id(session_id)
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            await self._scoped.clear_session(session_id, scope)
+            return
         params = {"sid": session_id}
 
         async def clear(link: Link | CoreLink) -> None:
@@ -629,6 +707,17 @@ class SessionStore(StoreAdmin):
             await link.run(self._delete_session, params)
 
         await self._write(clear)
+
+    def _scope_of(self, scope: Scope | None) -> Scope:
+        if scope is not None:
+            return scope
+        return PLAIN if self.ttl is None else Scope(ttl=self.ttl, expiry=True)
+
+    async def _check_packet(self, link: Link | CoreLink, encoded: list[str], sid: str) -> None:
+        if self._max_packet is None:
+            found = await link.rows(self._max_packet_query, {})
+            self._max_packet = int(found[0][0])
+        _dialect.check_packet_size(encoded, sid, self._max_packet)
 
     @staticmethod
     def _warn_corrupt(session_id: str) -> Callable[[str], None]:
