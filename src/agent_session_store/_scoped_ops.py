@@ -13,6 +13,7 @@ from sqlalchemy.engine import Dialect
 
 from agent_session_store._json import decode_rows
 from agent_session_store._scoped import Scope, ScopedStatements, check_state
+from agent_session_store._transport import WriteShape
 from agent_session_store.records import refuse_other_owner
 
 _RETRY = object()
@@ -57,7 +58,7 @@ class ScopedOperations:
             texts = [row[0] for row in rows]
             return decode_rows(texts if limit is None else reversed(texts), warn)
 
-        result: list[Any] = await self._store._reading(read)
+        result: list[Any] = await self._store._transport.read(read)
         return result
 
     async def add_items(self, session_id: str, encoded: list[str], scope: Scope) -> None:
@@ -73,7 +74,7 @@ class ScopedOperations:
                     state = await link.rows(st.state, params)
                     refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
 
-            await store._write(append, single=True)
+            await store._transport.write(append, WriteShape.ONE_STATEMENT)
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
 
@@ -81,12 +82,12 @@ class ScopedOperations:
             if self._mysql:
                 await store._check_packet(link, encoded, session_id)
             if check_state(session_id, scope, await link.rows(st.state_locked, params)):
-                await link.run(store._delete_messages, params)
+                await link.run(store._statements.delete_messages, params)
                 await link.run(st.reset, params)
             await link.run(st.touch, params)
-            await link.run(store._insert, rows[0] if len(rows) == 1 else rows)
+            await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
 
-        await store._write(add)
+        await store._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
 
     async def pop_item(self, session_id: str, scope: Scope) -> Any | None:
         """Remove and return the newest item this scope may see, or None."""
@@ -94,13 +95,13 @@ class ScopedOperations:
         params = self._params(session_id, scope)
 
         async def pop(link: Any) -> Any:
-            if self._mysql or not store._pop_returning:
+            if self._mysql or not store._statements.pop_returns:
                 if check_state(session_id, scope, await link.rows(st.state_locked, params)):
                     return None
-                found = await link.rows(store._select_newest_locked, params)
+                found = await link.rows(store._statements.select_newest_locked, params)
                 if not found:
                     return None
-                await link.run(store._delete_by_id, {"row_id": found[0][0]})
+                await link.run(store._statements.delete_by_id, {"row_id": found[0][0]})
                 return found[0][1]
             deleted = await link.rows(st.pop, params)
             if deleted:
@@ -109,8 +110,10 @@ class ScopedOperations:
             # Nothing deleted: empty, or a concurrent popper took the row this one chose.
             return _RETRY if await link.rows(st.tail, {**params, "lim": 1}) else None
 
+        one = not self._mysql and store._statements.pop_returns
+        shape = WriteShape.ONE_STATEMENT if one else WriteShape.SEVERAL_STATEMENTS
         while True:
-            text = await store._write(pop, single=not self._mysql and store._pop_returning)
+            text = await store._transport.write(pop, shape)
             if text is None:
                 return None
             if text is _RETRY:
@@ -129,4 +132,4 @@ class ScopedOperations:
             await link.run(st.delete_messages, params)
             await link.run(st.delete_session, params)
 
-        await store._write(clear)
+        await store._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
