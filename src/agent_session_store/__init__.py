@@ -20,10 +20,13 @@ from agent_session_store.errors import (
     InvalidItemError,
     InvalidMetadataError,
     InvalidRecordError,
+    InvalidSessionSettingsError,
     ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
     SessionOwnershipError,
+    StoreClosedError,
+    WrongEventLoopError,
 )
 from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
@@ -51,6 +54,7 @@ __all__ = [
     "InvalidItemError",
     "InvalidMetadataError",
     "InvalidRecordError",
+    "InvalidSessionSettingsError",
     "ItemTooLargeError",
     "MigrationError",
     "ModelPair",
@@ -66,7 +70,9 @@ __all__ = [
     "SessionRecords",
     "SessionSettings",
     "SessionStore",
+    "StoreClosedError",
     "UTCDateTime",
+    "WrongEventLoopError",
     "check",
     "current",
     "downgrade",
