@@ -186,7 +186,7 @@ class SessionStore:
     @property
     def records(self) -> SessionRecords:
         """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
-        return SessionRecords(self.engine, self.sessions, self.messages)
+        return SessionRecords(self._current().engine, self.sessions, self.messages)
 
     def _admin(self) -> StoreAdmin:
         transport = self._transport
