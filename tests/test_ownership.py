@@ -109,6 +109,7 @@ async def test_scoped_statements_run_on_the_driver_path_on_every_dialect(
             statements = [built.tail, built.all, built.state, built.state_locked, built.touch]
             statements += [built.delete_messages, built.delete_session, built.reset, built.pop]
             statements += [built.append] if built.append is not None else []
+            statements += [built.touch_owned] if built.touch_owned is not None else []
             assert all(st.sql is not None for st in statements)
 
 

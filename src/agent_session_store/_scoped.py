@@ -119,6 +119,20 @@ class ScopedStatements:
         if ttl:
             on_conflict["expires_at"] = new_expiry
         self.touch = prepare(_upsert(dialect, s, row, on_conflict), modifies=True)
+        #: SQLite, owner without expiry: the upsert refuses another owner's row itself (its
+        #: WHERE), and RETURNING tells: one statement fewer than reading the row first.
+        self.touch_owned = None
+        if dialect.name == "sqlite" and owned and not expiry:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            upsert = (
+                sqlite_insert(s)
+                .values(row)
+                .on_conflict_do_update(
+                    index_elements=[s.c.session_id], set_=on_conflict, where=s.c.user_id == uid
+                )
+            )
+            self.touch_owned = prepare(upsert.returning(s.c.session_id), modifies=True)
         self.append = None
         if dialect.name == "postgresql":
             self.append = prepare(

@@ -81,6 +81,12 @@ class ScopedOperations:
         async def add(link: Any) -> None:
             if self._mysql:
                 await store._check_packet(link, encoded, session_id)
+            if st.touch_owned is not None:
+                if not await link.rows(st.touch_owned, params):
+                    state = await link.rows(st.state, params)
+                    refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
+                await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
+                return
             if check_state(session_id, scope, await link.rows(st.state_locked, params)):
                 await link.run(store._statements.delete_messages, params)
                 await link.run(st.reset, params)
