@@ -33,7 +33,7 @@ depends_on = None
 def upgrade():
     sessions, _ = configured_tables(op.get_context())
     with op.batch_alter_table(sessions) as batch:
-        batch.add_column(sa.Column("title", sa.String(100), nullable=True))
+        batch.add_column(sa.Column("note", sa.String(100), nullable=True))
         batch.alter_column("updated_at", existing_type=sa.DateTime(timezone=True),
                            nullable=True)
 
@@ -43,7 +43,7 @@ def downgrade():
     with op.batch_alter_table(sessions) as batch:
         batch.alter_column("updated_at", existing_type=sa.DateTime(timezone=True),
                            nullable=False)
-        batch.drop_column("title")
+        batch.drop_column("note")
 """
 
 
@@ -72,7 +72,7 @@ async def test_a_later_batch_revision_alters_the_parent_table_and_keeps_every_me
     async with engine.connect() as conn:
         await conn.run_sync(lambda c: command.upgrade(config_with(versions, c), "heads"))
         columns = await conn.run_sync(lambda c: inspect(c).get_columns("chat_sessions"))
-    assert "title" in {c["name"] for c in columns}
+    assert "note" in {c["name"] for c in columns}
 
     async with SessionStore(engine, **NAMES) as store:
         assert await store.session("a").get_items() == [{"n": i} for i in range(5)]

@@ -33,7 +33,13 @@ def test_default_models_use_the_sdk_table_and_column_names() -> None:
     assert AgentMessage.__tablename__ == "agent_messages"  # type: ignore[attr-defined]
     sessions = AgentSession.__table__  # type: ignore[attr-defined]
     messages = AgentMessage.__table__  # type: ignore[attr-defined]
-    assert list(sessions.c.keys()) == ["session_id", "created_at", "updated_at"]
+    assert list(sessions.c.keys()) == [
+        "session_id", "created_at", "updated_at", "user_id", "title", "metadata", "expires_at"
+    ]
+    assert AgentSession.session_metadata.property.columns[0].name == "metadata"
+    assert {ix.name for ix in sessions.indexes} == {
+        "ix_agent_sessions_updated", "ix_agent_sessions_user_updated", "ix_agent_sessions_expires"
+    }
     assert list(messages.c.keys()) == ["id", "session_id", "message_data", "created_at"]
     assert {ix.name for ix in messages.indexes} == {"idx_agent_messages_session_id"}
     (fk,) = messages.foreign_keys

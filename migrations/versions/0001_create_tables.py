@@ -97,6 +97,8 @@ def upgrade() -> None:
     if not existing:
         create(sessions, messages)
     elif existing == {sessions, messages}:
+        if made_by_a_later_create_tables(sessions):
+            return  # already this revision's schema and more; later revisions see what is there
         adopt(sessions, messages)
     else:
         missing = ({sessions, messages} - existing).pop()
@@ -113,6 +115,12 @@ def create(sessions: str, messages: str) -> None:
         messages, *messages_table(messages, sessions), sqlite_autoincrement=True, **TABLE_OPTIONS
     )
     op.create_index(index_name(messages), messages, ["session_id", "id"])
+
+
+def made_by_a_later_create_tables(sessions: str) -> bool:
+    # ``create_tables()`` of a version at revision 0002 or later writes the owner column too.
+    columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns(sessions)}
+    return "user_id" in columns and set(SESSION_COLUMNS) <= columns
 
 
 def downgrade() -> None:

@@ -17,6 +17,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from agent_session_store.admin import SessionInfo
+from agent_session_store.records import SessionRecord
 
 if TYPE_CHECKING:
     from agent_session_store._cli_base import Target
@@ -47,7 +48,9 @@ def when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def sessions_table(sessions: Iterable[SessionInfo], title: str | None = None) -> Table:
+def sessions_table(
+    sessions: Iterable[SessionInfo | SessionRecord], title: str | None = None
+) -> Table:
     """A table of sessions: id, items, created, updated."""
     table = Table(title=title)
     table.add_column("id", overflow="fold")

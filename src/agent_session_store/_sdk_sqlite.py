@@ -23,6 +23,8 @@ from agent_session_store.models import make_models
 class SQLiteSource(StoreAdmin):
     """The store-level reads (``export_sessions`` and friends) over a read-only SQLite file."""
 
+    exports_records = False  # the SDK's tables have no owner, title, metadata or expiry
+
     def __init__(self, engine: AsyncEngine, sessions_table: str, messages_table: str) -> None:
         models = make_models(sessions_table=sessions_table, messages_table=messages_table)
         self._engine = engine

@@ -31,6 +31,7 @@ from agent_session_store._json import check_session_id
 from agent_session_store._records import (
     Record,
     as_async,
+    header_record,
     is_header,
     iso,
     item_record,
@@ -228,6 +229,13 @@ class StoreAdmin:
             if sessions < _BATCH:
                 return PruneResult(total_sessions, total_items)
 
+    #: Export the owner, title, metadata and expiry columns (tables at revision 0002 or later).
+    exports_records = True
+
+    def _record_columns(self) -> tuple[Any, ...]:
+        s = self.sessions
+        return (s.c.user_id, s.c.title, s.c.metadata, s.c.expires_at)
+
     async def export_sessions(
         self, session_ids: Iterable[str] | None = None, *, batch_size: int = 1000
     ) -> AsyncIterator[Record]:
@@ -240,7 +248,8 @@ class StoreAdmin:
         s, m = self.sessions, self.messages
         stmt = (
             select(s.c.session_id, s.c.created_at, s.c.updated_at, m.c.message_data,
-                   m.c.created_at.label("item_created_at"), m.c.id)
+                   m.c.created_at.label("item_created_at"), m.c.id,
+                   *(self._record_columns() if self.exports_records else ()))
             .select_from(s.outerjoin(m, m.c.session_id == s.c.session_id))
             .order_by(s.c.session_id, m.c.id)
             .execution_options(yield_per=batch_size)
@@ -253,8 +262,7 @@ class StoreAdmin:
             async for row in result:
                 if row[0] != current:
                     current = row[0]
-                    yield {"session": row[0], "created_at": iso(row[1]),
-                           "updated_at": iso(row[2])}
+                    yield header_record(row[0], row[1], row[2], *row[6:10])
                 if row[5] is not None:
                     yield item_record(row[3], row[4])
 

@@ -27,6 +27,14 @@ from agent_session_store._cli_base import (
     run,
     table_names,
 )
+from agent_session_store._cli_records import (
+    erase_user_command,
+    listing_filters,
+    listing_options,
+    prune_expired,
+    record_json,
+    record_line,
+)
 from agent_session_store._cli_transfer import (
     export_command,
     import_command,
@@ -51,19 +59,23 @@ def cli() -> None:
 @click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest",
               show_default=True, help="By last update.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@listing_options
 def sessions_command(
-    target: Target, limit: int, cursor: str | None, order: Any, as_json: bool
+    target: Target, limit: int, cursor: str | None, order: Any, as_json: bool, **filters: Any
 ) -> None:
     """List sessions with their item counts, most recently updated first."""
 
     async def work() -> None:
         async with open_store(target) as store:
             await require_schema(store, target)
-            page = await store.list_sessions(limit=limit, cursor=cursor, order=order)
+            page = await store.list_sessions(
+                limit=limit, cursor=cursor, order=order, **listing_filters(**filters)
+            )
         if as_json:
             rows = [
                 {"session_id": i.session_id, "items": i.item_count,
-                 "created_at": i.created_at.isoformat(), "updated_at": i.updated_at.isoformat()}
+                 "created_at": i.created_at.isoformat(), "updated_at": i.updated_at.isoformat(),
+                 **record_json(i)}
                 for i in page.sessions
             ]
             click.echo(json.dumps({"sessions": rows, "next_cursor": page.next_cursor},
@@ -93,7 +105,7 @@ def show_command(target: Target, session_id: str, limit: int | None, as_json: bo
     async def work() -> None:
         async with open_store(target) as store:
             await require_schema(store, target)
-            info = await store.session_info(session_id)
+            info = await store.info(session_id)
             if info is None:
                 raise CommandError(f"no session {session_id!r} at {target.shown_url}")
             items = await store.get_items(session_id, limit)
@@ -107,6 +119,7 @@ def show_command(target: Target, session_id: str, limit: int | None, as_json: bo
             f"created {_render.when(info.created_at)}, updated {_render.when(info.updated_at)} UTC",
             highlight=False, soft_wrap=True,
         )
+        console.print(record_line(info), highlight=False, soft_wrap=True, markup=False)
         _render.print_items(console, items, first_number=info.item_count - len(items) + 1)
 
     run(target, work())
@@ -117,6 +130,7 @@ def show_command(target: Target, session_id: str, limit: int | None, as_json: bo
 cli.add_command(export_command)
 cli.add_command(import_command)
 cli.add_command(import_sdk_sqlite_command)
+cli.add_command(erase_user_command)
 
 
 # -- pruning ------------------------------------------------------------------------------
@@ -134,12 +148,26 @@ def parse_age(text: str) -> timedelta:
 
 @cli.command("prune")
 @database_options
-@click.option("--older-than", "age", required=True, help="Age such as 30d, 12h, 2w.",
-              callback=lambda _ctx, _param, value: parse_age(value))
+@click.option("--older-than", "age", help="Age such as 30d, 12h, 2w.",
+              callback=lambda _ctx, _param, value: None if value is None else parse_age(value))
+@click.option("--expired", is_flag=True, help="Delete expired sessions instead.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--yes", is_flag=True, help="Delete; without it, only report what would go.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def prune_command(target: Target, age: timedelta, yes: bool, as_json: bool) -> None:
-    """Delete sessions not updated for longer than --older-than (a dry run without --yes)."""
+def prune_command(
+    target: Target,
+    age: timedelta | None,
+    expired: bool,
+    batch_size: int,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete sessions not updated for --older-than, or --expired ones (dry run without --yes)."""
+    if expired == (age is not None):
+        raise click.UsageError("give exactly one of --older-than AGE and --expired")
+    if age is None:
+        prune_expired(target, yes, batch_size, as_json)
+        return
     cutoff = datetime.now(timezone.utc) - age
 
     async def work() -> PruneResult:

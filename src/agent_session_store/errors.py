@@ -56,6 +56,19 @@ class InvalidRecordError(AgentSessionStoreError, ValueError):
     """An import record is not shaped like the records ``export_sessions`` yields."""
 
 
+class InvalidMetadataError(AgentSessionStoreError, ValueError):
+    """A title, metadata patch or metadata filter is not one the store can keep or use."""
+
+
+class SessionOwnershipError(AgentSessionStoreError, PermissionError):
+    """A handle bound to one user touched a session that user does not own.
+
+    Nothing was read or changed. The session belongs to another user, or to none (it was
+    created through a handle without ``user_id``); use a handle of its owner, or one without
+    ``user_id`` for administrative access.
+    """
+
+
 class StoreClosedError(AgentSessionStoreError, RuntimeError):
     """The store was closed (``await store.close()``): none of its operations run any more.
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Dialect,
@@ -27,7 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -74,6 +75,20 @@ def derived_name(*parts: str) -> str:
 def messages_index_name(messages_table: str) -> str:
     """Name of the (session_id, id) index: the one the SDK's SQLiteSession creates."""
     return derived_name("idx", messages_table, "session_id")
+
+
+#: The sessions table's indexes (revision 0002): suffix of the name, then the columns. Listing
+#: pages on ``(updated_at, session_id)``, globally or for one user; expiry scans ``expires_at``.
+SESSION_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("updated", ("updated_at", "session_id")),
+    ("user_updated", ("user_id", "updated_at", "session_id")),
+    ("expires", ("expires_at",)),
+)
+
+
+def session_index_name(sessions_table: str, suffix: str) -> str:
+    """Name of one of the sessions table's indexes, derived from the table's name."""
+    return derived_name("ix", sessions_table, suffix)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -148,6 +163,14 @@ SessionId = String(255).with_variant(
 MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
 #: ``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias.
 MessageId = BigInteger().with_variant(Integer(), "sqlite")
+#: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
+UserId = SessionId
+#: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
+TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+#: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
+MetadataJSON = JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 
 _TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
 
@@ -168,6 +191,13 @@ class AgentSessionColumns:
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, server_default=utcnow()
     )
+    user_id: Mapped[str | None] = mapped_column(UserId, nullable=True)
+    title: Mapped[str | None] = mapped_column(TitleText, nullable=True)
+    # ``metadata`` is taken by the declarative base: the column keeps its name, not the attribute.
+    session_metadata: Mapped[dict[str, Any] | None] = mapped_column(
+        "metadata", MetadataJSON, nullable=True
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     if TYPE_CHECKING:
         messages: Mapped[list[Any]]
@@ -264,7 +294,13 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
             {
                 "__module__": __name__,
                 "__tablename__": sessions_table,
-                "__table_args__": dict(_TABLE_OPTIONS),
+                "__table_args__": (
+                    *(
+                        Index(session_index_name(sessions_table, suffix), *columns)
+                        for suffix, columns in SESSION_INDEXES
+                    ),
+                    dict(_TABLE_OPTIONS),
+                ),
             },
         ),
     )

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_session_store._json import check_limit, check_session_id
 from agent_session_store.errors import InvalidSessionSettingsError
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
+from agent_session_store.records import UNSET, SessionRecord
 from agent_session_store.store import SessionStore, check_async_engine
 
 
@@ -101,6 +102,11 @@ class SQLAlchemySession:
             ``InvalidSessionSettingsError``.
         ensure_ascii: Store items as ASCII-only JSON (non-ASCII characters as JSON unicode
             escapes), the SDK's default; False stores UTF-8 text. Reads accept both.
+        user_id: The owner this handle acts for: its first write creates the session owned
+            by ``user_id``; every call on a session owned by someone else (or by no one)
+            raises ``SessionOwnershipError`` and changes nothing. None: no owner check.
+        ttl: Sliding time to live for this handle's writes (``timedelta`` or seconds),
+            instead of the store's ``ttl``; None for none.
     """
 
     session_id: str
@@ -117,6 +123,8 @@ class SQLAlchemySession:
         messages_table: str = DEFAULT_MESSAGES_TABLE,
         session_settings: Any = None,
         ensure_ascii: bool = True,
+        user_id: str | None = None,
+        ttl: Any = UNSET,
     ) -> None:
         self.session_id = check_session_id(session_id)
         if store is None:
@@ -129,6 +137,8 @@ class SQLAlchemySession:
         elif engine is not None and engine is not store.engine:
             raise ValueError("engine= and store= name different engines; pass one of them")
         self._store = store
+        self.user_id = user_id
+        self._scope = store.scope(user_id, ttl)
         self._create_tables = create_tables
         self.session_settings = _coerce_settings(session_settings)
         self._ensure_ascii = bool(ensure_ascii)
@@ -180,7 +190,7 @@ class SQLAlchemySession:
             limit = check_limit(self.session_settings.limit)
         if self._create_tables:
             await self._ensure_tables()
-        return await self._store.get_items(self.session_id, limit)
+        return await self._store.get_items(self.session_id, limit, scope=self._scope)
 
     async def add_items(self, items: list[Any]) -> None:
         """Append ``items`` in one transaction, creating the session if needed.
@@ -191,19 +201,56 @@ class SQLAlchemySession:
         """
         if self._create_tables:
             await self._ensure_tables()
-        await self._store.add_items(self.session_id, items, ensure_ascii=self._ensure_ascii)
+        await self._store.add_items(
+            self.session_id, items, ensure_ascii=self._ensure_ascii, scope=self._scope
+        )
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item, or None if the session is empty."""
         if self._create_tables:
             await self._ensure_tables()
-        return await self._store.pop_item(self.session_id)
+        return await self._store.pop_item(self.session_id, scope=self._scope)
 
     async def clear_session(self) -> None:
         """Delete every item of this session, and the session itself."""
         if self._create_tables:
             await self._ensure_tables()
-        await self._store.clear_session(self.session_id)
+        await self._store.clear_session(self.session_id, scope=self._scope)
+
+    async def info(self) -> SessionRecord | None:
+        """This session's record (owner, title, metadata, times, item count), or None.
+
+        None when the session has no row yet or has expired.
+
+        Raises:
+            SessionOwnershipError: this handle's ``user_id`` does not own the session.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        return await self._store.records.info(self.session_id, self.user_id)
+
+    async def update(
+        self,
+        *,
+        title: str | None = UNSET,
+        metadata: dict[str, Any] | None = None,
+        expires_at: Any = UNSET,
+    ) -> None:
+        """Set the title, patch the metadata (in the database), or set the expiry time.
+
+        ``metadata`` replaces the value of each key it gives and removes keys given None;
+        other keys stay, and concurrent patches of different keys are all kept. The session
+        is created (owned by this handle's ``user_id``) if it has no row yet.
+
+        Raises:
+            SessionOwnershipError: this handle's ``user_id`` does not own the session.
+            InvalidMetadataError: a bad title or metadata; nothing was changed.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        await self._store.records.update(
+            self.session_id, self.user_id, title=title, metadata=metadata, expires_at=expires_at
+        )
 
     async def _ensure_tables(self) -> None:
         await self._store.create_tables()

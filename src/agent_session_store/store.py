@@ -27,15 +27,16 @@ from agent_session_store import _dialect, _engines
 from agent_session_store._executor import LoopLocks, Runner
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
+from agent_session_store._record_sql import seconds_of
 from agent_session_store._records import Record
-from agent_session_store._statements import PAGE, Statements
+from agent_session_store._scoped import PLAIN, Scope
+from agent_session_store._scoped_ops import ScopedOperations
+from agent_session_store._statements import PAGE, Statements, prepare
 from agent_session_store._transport import MAX_ATTEMPTS, Transport, WriteShape
 from agent_session_store.admin import (
     ImportResult,
-    Order,
     PruneResult,
     SessionInfo,
-    SessionPage,
     StoreAdmin,
 )
 from agent_session_store.errors import DatabaseConnectionError, StoreClosedError
@@ -46,6 +47,7 @@ from agent_session_store.models import (
     AgentSessionColumns,
     make_models,
 )
+from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
 
 if TYPE_CHECKING:
     from agent_session_store.session import SQLAlchemySession
@@ -79,6 +81,9 @@ class SessionStore:
         check_schema: Before the first statement, check that the tables are at this package's
             migration head and match the models; raise ``SchemaOutOfDateError`` otherwise
             (nothing is migrated automatically: run ``agent_session_store.upgrade``).
+        ttl: Sliding time to live of every session (``timedelta`` or seconds): each write
+            moves ``expires_at`` to now + ttl, and an expired session reads as empty until
+            :meth:`purge_expired` deletes it. None: sessions expire only when given a time.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -96,6 +101,7 @@ class SessionStore:
         base: type[Any] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
         check_schema: bool = False,
+        ttl: timedelta | float | None = None,
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
@@ -155,6 +161,13 @@ class SessionStore:
         # SQLite :memory: lives in its one connection: every loop shares it.
         per_loop = self._owns_engine and not isinstance(engine.pool, StaticPool)
         self._bindings = _engines.Bindings(bind(engine), make if per_loop else None)
+        self.ttl: int | None = None if ttl is None else seconds_of(ttl)
+        shown_schema = schema_map(engine.sync_engine)
+        self._scoped = ScopedOperations(
+            self,
+            engine.dialect,
+            lambda core, **kw: prepare(core, engine.dialect, schema_map=shown_schema, **kw),
+        )
 
     def _current(self) -> _engines.Binding:
         """The running loop's engine and transport; raises once the store is closed."""
@@ -169,6 +182,11 @@ class SessionStore:
     @property
     def _read_engine(self) -> AsyncEngine | None:
         return self._bindings.first.read_engine
+
+    @property
+    def records(self) -> SessionRecords:
+        """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
+        return SessionRecords(self._current().engine, self.sessions, self.messages)
 
     def _admin(self) -> StoreAdmin:
         transport = self._transport
@@ -304,22 +322,63 @@ class SessionStore:
     ) -> None:
         await self.close()
 
-    def session(self, session_id: str, *, session_settings: Any = None) -> SQLAlchemySession:
-        """Return the Session-protocol object for ``session_id`` on this store."""
+    def session(
+        self,
+        session_id: str,
+        *,
+        session_settings: Any = None,
+        user_id: str | None = None,
+        ttl: timedelta | float | None = UNSET,
+    ) -> SQLAlchemySession:
+        """Return the Session-protocol object for ``session_id`` on this store.
+
+        Args:
+            session_id: The conversation's id.
+            session_settings: As for :class:`SQLAlchemySession`.
+            user_id: Bind the handle to this owner: its first write creates the session
+                owned by ``user_id``, and every call on a session of another owner (or of
+                none) raises ``SessionOwnershipError`` and changes nothing.
+            ttl: This handle's sliding time to live, instead of the store's; None for none.
+        """
         if self._closed:
             raise _closed_error()
         from agent_session_store.session import SQLAlchemySession
 
-        return SQLAlchemySession(session_id, store=self, session_settings=session_settings)
+        return SQLAlchemySession(
+            session_id, store=self, session_settings=session_settings, user_id=user_id, ttl=ttl
+        )
+
+    def scope(self, user_id: str | None = None, ttl: timedelta | float | None = UNSET) -> Scope:
+        """What a handle with this owner and time to live is bound to."""
+        if user_id is not None:
+            check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
+        seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
+        return Scope(user_id, seconds, expiry=self.ttl is not None or seconds is not None)
+
+    def _scope_of(self, scope: Scope | None) -> Scope:
+        if scope is not None:
+            return scope
+        return PLAIN if self.ttl is None else Scope(ttl=self.ttl, expiry=True)
+
+    async def _check_packet(self, run: Runner, encoded: list[str], session_id: str) -> None:
+        if self._max_packet is None:
+            found = await run.rows(self._statements.max_packet, {})
+            self._max_packet = int(found[0][0])
+        _dialect.check_packet_size(encoded, session_id, self._max_packet)
 
     # -- the four operations, by session id -------------------------------------------------
 
-    async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
+    async def get_items(
+        self, session_id: str, limit: int | None = None, *, scope: Scope | None = None
+    ) -> list[Any]:
         """All items of ``session_id`` in order, or the latest ``limit`` in chronological order."""
         if self._closed:
             raise _closed_error()
         check_session_id(session_id)
         limit = check_limit(limit)
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            return await self._scoped.get_items(session_id, limit, scope)
         if limit == 0:
             return []
         if limit is not None:
@@ -365,7 +424,12 @@ class SessionStore:
         return items
 
     async def add_items(
-        self, session_id: str, items: list[Any], *, ensure_ascii: bool = False
+        self,
+        session_id: str,
+        items: list[Any],
+        *,
+        ensure_ascii: bool = False,
+        scope: Scope | None = None,
     ) -> None:
         """Append ``items`` to ``session_id`` atomically, creating the session if needed.
 
@@ -377,6 +441,10 @@ class SessionStore:
         check_session_id(session_id)
         encoded = encode_items(items, ensure_ascii=ensure_ascii)
         if not encoded:
+            return
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            await self._scoped.add_items(session_id, encoded, scope)
             return
         st = self._statements
         append = st.append
@@ -400,11 +468,14 @@ class SessionStore:
 
         await self._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
 
-    async def pop_item(self, session_id: str) -> Any | None:
+    async def pop_item(self, session_id: str, *, scope: Scope | None = None) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
         if self._closed:
             raise _closed_error()
         check_session_id(session_id)
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            return await self._scoped.pop_item(session_id, scope)
         shape = (
             WriteShape.ONE_STATEMENT
             if self._statements.pop_returns
@@ -437,11 +508,15 @@ class SessionStore:
             return PopMiss.EMPTY
         return PopMiss.TAKEN
 
-    async def clear_session(self, session_id: str) -> None:
+    async def clear_session(self, session_id: str, *, scope: Scope | None = None) -> None:
         """Delete ``session_id``'s row and all its items."""
         if self._closed:
             raise _closed_error()
         check_session_id(session_id)
+        scope = self._scope_of(scope)
+        if not scope.plain:
+            await self._scoped.clear_session(session_id, scope)
+            return
         st, params = self._statements, {"sid": session_id}
 
         async def clear(run: Runner) -> None:
@@ -463,11 +538,23 @@ class SessionStore:
 
     # -- store-wide operations (admin.StoreAdmin) -------------------------------------------
 
-    async def list_sessions(
-        self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
-    ) -> SessionPage:
-        """A page of sessions with their item counts; see :meth:`StoreAdmin.list_sessions`."""
-        return await self._admin().list_sessions(limit=limit, cursor=cursor, order=order)
+    async def list_sessions(self, **filters: Any) -> RecordPage:
+        """A page of session records; filters as :meth:`SessionRecords.list_sessions`."""
+        return await self.records.list_sessions(**filters)
+
+    async def info(self, session_id: str, user_id: str | None = None) -> SessionRecord | None:
+        """The record of ``session_id``; see :meth:`SessionRecords.info`."""
+        return await self.records.info(session_id, user_id)
+
+    async def purge_expired(self, *, batch_size: int = 500, dry_run: bool = False) -> Removed:
+        """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`."""
+        return await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+
+    async def erase_user(
+        self, user_id: str, *, batch_size: int = 500, dry_run: bool = False
+    ) -> Removed:
+        """Delete every session and item of ``user_id``; see :meth:`SessionRecords.erase_user`."""
+        return await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""

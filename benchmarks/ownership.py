@@ -1,0 +1,97 @@
+"""What an owner check costs on the hot path: a scoped turn against an unscoped one.
+
+    python -m benchmarks.ownership --db sqlite,postgresql,mariadb [--smoke]
+
+A turn is what an agent run does with its session: read the latest 20 items, then append a
+user message and an answer (2.5 KB of JSON, as in benchmarks.items). Each round plays the
+same turns over 20 sessions through handles without ``user_id`` and through handles with one
+(in alternating order), and the figure is the median over rounds of turns per second.
+Goal (issue 11): scoped within 10% of unscoped (ratio >= 0.90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agent_session_store import SessionStore
+from benchmarks.items import turn
+
+NAMES = {"sessions_table": "bench_own_sessions", "messages_table": "bench_own_messages"}
+URL_ENVS = {
+    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
+    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
+}
+SESSIONS = 20
+TARGET = 0.90
+
+
+async def play(store: SessionStore, scoped: bool, turns: int, rnd: int) -> float:
+    """Turns per second over ``SESSIONS`` sessions, ``turns`` turns each."""
+    kind = "scoped" if scoped else "plain"
+    handles = [
+        store.session(f"{kind}-{rnd}-{n}", user_id=f"user-{n}" if scoped else None)
+        for n in range(SESSIONS)
+    ]
+    items = turn()[:2]
+    start = time.perf_counter()
+    for _ in range(turns):
+        for handle in handles:
+            await handle.get_items(limit=20)
+            await handle.add_items(items)
+    return turns * SESSIONS / (time.perf_counter() - start)
+
+
+async def bench(db: str, url: str, rounds: int, turns: int) -> float:
+    async with SessionStore(url, **NAMES) as store:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
+        await store.create_tables()
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        await play(store, False, 2, -1)  # warm the pool and both sets of statements
+        await play(store, True, 2, -1)
+        for rnd in range(rounds):
+            for scoped in (False, True) if rnd % 2 == 0 else (True, False):
+                rates[scoped].append(await play(store, scoped, turns, rnd))
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
+    plain, scoped_rate = statistics.median(rates[False]), statistics.median(rates[True])
+    ratio = scoped_rate / plain
+    print(
+        f"{db:10} plain {plain:8.0f} turns/s  scoped {scoped_rate:8.0f} turns/s  "
+        f"scoped/plain {ratio:4.2f}",
+        flush=True,
+    )
+    return ratio
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
+    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
+    args = parser.parse_args(argv)
+    rounds, turns = (3, 3) if args.smoke else (9, 10)
+    misses = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for db in args.db.split(","):
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'own.db'}" if db == "sqlite" else ""
+            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
+            if not url:
+                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
+                return 2
+            if await bench(db, url, rounds, turns) < TARGET:
+                misses.append(db)
+    if misses and not args.smoke:
+        print(f"missed (scoped/plain >= {TARGET}): {', '.join(misses)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
