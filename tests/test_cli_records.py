@@ -58,11 +58,11 @@ def test_show_prints_title_owner_and_metadata(url: str) -> None:
 def test_prune_expired_is_a_dry_run_without_yes_and_deletes_with_it(url: str) -> None:
     seed(url)
     assert (
-        "would delete 1 expired sessions (1 items)" in ok("prune", "--expired", "--url", url).stdout
+        "would delete 1 expired session (1 item)" in ok("prune", "--expired", "--url", url).stdout
     )
     assert listed("--url", url, "--expired") == ["s5", "s4", "s3", "s2", "s1", "s0"]
     assert (
-        "deleted 1 expired sessions (1 items)"
+        "deleted 1 expired session (1 item)"
         in ok("prune", "--expired", "--yes", "--url", url).stdout
     )
     assert listed("--url", url, "--expired") == ["s4", "s3", "s2", "s1", "s0"]

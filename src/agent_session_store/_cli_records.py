@@ -119,9 +119,10 @@ def erase_user_command(target: Target, user_id: str, yes: bool, batch_size: int)
 
     result = run(target, work())
     if yes:
-        click.echo(f"erased {result.sessions} sessions ({result.items} items) of {user_id!r}")
+        click.echo(f"erased {count(result.sessions, 'session')} ({count(result.items, 'item')}) of {user_id!r}")
     else:
         click.echo(
-            f"would erase {result.sessions} sessions ({result.items} items) of {user_id!r}; "
+            f"would erase {count(result.sessions, 'session')} ({count(result.items, 'item')}) "
+            f"of {user_id!r}; "
             "run again with --yes to erase them"
         )
