@@ -88,7 +88,7 @@ async def statement_cost(db: str, url: str | None) -> tuple[float, float]:
             await store.create_tables()
             await store.session("cost").add_items(items(60))
             # The store's own tail read: its Core statement, and the SQL it compiled once.
-            tail = store._select_tail
+            tail = store._statements.select_tail
             assert tail.sql is not None
             sql, args = tail.sql, tail.args({"sid": "cost", "lim": 20})
             async with store.engine.connect() as conn:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from agent_session_store import SessionStore, _driver
+from agent_session_store._probe import Path
 
 #: The engine events whose listeners must see every statement, so switch the fast path off.
 #: Spelled out here, not imported from _driver, so that dropping one there fails this test.
@@ -36,6 +37,11 @@ STATEMENT_EVENTS = (
     "rollback",
 )
 TIMEOUT = 60  # seconds; a hang fails the test instead of blocking the run
+
+
+def _on_driver(store: SessionStore) -> bool:
+    """The probe sends an operation starting now to the driver executor."""
+    return store._transport.probe.path() is Path.DRIVER
 
 
 def _memory(url: str) -> bool:
@@ -98,7 +104,8 @@ def _off_the_fast_path(store: SessionStore, calls: list[Any]) -> list[Any]:
     """
     kept: set[int] = set()
     if store.engine.dialect.name == "postgresql":
-        kept = {id(store._delete_messages.core), id(store._delete_session.core)}
+        st = store._statements
+        kept = {id(st.delete_messages.core), id(st.delete_session.core)}
     return [call for call in calls if id(call) not in kept]
 
 
@@ -121,7 +128,7 @@ async def test_hot_operations_bypass_sqlalchemy_execution_unless_a_listener_obse
 ) -> None:
     async with SessionStore(db_url) as store:
         await store.create_tables()
-        assert store._fast() is not None
+        assert _on_driver(store)
 
         core_executions.clear()
         await _exercise(store, "plain")
@@ -130,7 +137,7 @@ async def test_hot_operations_bypass_sqlalchemy_execution_unless_a_listener_obse
 
         seen, stop_observing = _observe(store)
         try:
-            assert store._fast() is None
+            assert not _on_driver(store)
             await _exercise(store, "observed")
             # The listener saw the store's own statements, and they went through SQLAlchemy.
             assert core_executions
@@ -141,7 +148,7 @@ async def test_hot_operations_bypass_sqlalchemy_execution_unless_a_listener_obse
         finally:
             stop_observing()
 
-        assert store._fast() is not None
+        assert _on_driver(store)
         core_executions.clear()
         before = len(seen)
         await _exercise(store, "again")
@@ -155,7 +162,7 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
 ) -> None:
     async with SessionStore(db_url) as store:
         engine = store.engine.sync_engine
-        assert store._fast() is not None
+        assert _on_driver(store)
 
         def listener(*args: Any, **kwargs: Any) -> None:
             return None
@@ -163,10 +170,10 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
         for name in STATEMENT_EVENTS:
             event.listen(engine, name, listener)
             try:
-                assert store._fast() is None, f"a {name!r} listener left the fast path on"
+                assert not _on_driver(store), f"a {name!r} listener left the fast path on"
             finally:
                 event.remove(engine, name, listener)
-            assert store._fast() is not None, f"removing the {name!r} listener did not restore it"
+            assert _on_driver(store), f"removing the {name!r} listener did not restore it"
 
         # handle_error lives on the dialect; a listener on the Engine class covers every engine.
         targets: list[tuple[Any, str]] = [
@@ -176,10 +183,10 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
         for target, name in targets:
             event.listen(target, name, listener)
             try:
-                assert store._fast() is None, f"a {name!r} listener on {target!r}"
+                assert not _on_driver(store), f"a {name!r} listener on {target!r}"
             finally:
                 event.remove(target, name, listener)
-            assert store._fast() is not None
+            assert _on_driver(store)
 
         _assert_sql_logging_switches_it_off(store, "sqlalchemy.engine.Engine")
 
@@ -191,20 +198,20 @@ async def test_every_statement_or_transaction_listener_and_sql_logging_switch_th
 def _assert_sql_logging_switches_it_off(store: SessionStore, logger_name: str) -> None:
     sql_log = logging.getLogger(logger_name)
     level = sql_log.level
-    assert store._fast() is not None
+    assert _on_driver(store)
     sql_log.setLevel(logging.INFO)
     try:
-        assert store._fast() is None, f"{logger_name} at INFO left the fast path on"
+        assert not _on_driver(store), f"{logger_name} at INFO left the fast path on"
     finally:
         sql_log.setLevel(level)
-    assert store._fast() is not None
+    assert _on_driver(store)
 
 
 async def test_an_engine_with_echo_takes_the_core_path_and_logs_every_statement(
     db_url: str, core_executions: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     async with SessionStore(db_url, engine_kwargs={"echo": True}) as store:
-        assert store._fast() is None
+        assert not _on_driver(store)
         await store.create_tables()
         core_executions.clear()
         await _exercise(store, "echoed")
@@ -212,7 +219,7 @@ async def test_an_engine_with_echo_takes_the_core_path_and_logs_every_statement(
         logged = [r.getMessage().upper() for r in caplog.records]
         assert any(m.lstrip().startswith("SELECT") and "AGENT_MESSAGES" in m for m in logged)
     async with SessionStore(db_url) as plain:  # echo is per engine: others keep the fast path
-        assert plain._fast() is not None
+        assert _on_driver(plain)
 
 
 # -- b. the same behaviour on both paths ----------------------------------------------------
@@ -235,10 +242,10 @@ async def on_path(
         core_executions.clear()
         yield store
         if path == "core":
-            assert store._fast() is None
+            assert not _on_driver(store)
             assert core_executions and seen, "the core path ran no statement through SQLAlchemy"
         else:
-            assert store._fast() is not None
+            assert _on_driver(store)
             off = _off_the_fast_path(store, core_executions)
             assert off == [], "the driver path ran statements through SQLAlchemy"
 
@@ -427,7 +434,7 @@ async def test_a_read_on_a_reused_connection_sees_writes_made_since_through_anot
 
         event.listen(reader.engine.sync_engine, "checkout", on_checkout)
         await reader.create_tables()
-        assert (reader._fast() is None) == (path == "core")
+        assert (not _on_driver(reader)) == (path == "core")
         async with _other_store(db_url, reader) as writer:
             await reader.add_items("s", [{"n": 1}])
             assert await reader.get_items("s") == [{"n": 1}]
@@ -494,7 +501,7 @@ async def test_a_pool_listener_running_a_statement_does_not_swallow_the_next_wri
         await base.create_tables()
         async with _other_store(db_url, base) as reader:
             async with fresh_writer(base) as writer:
-                assert (writer._fast() is None) == (path == "core")
+                assert (not _on_driver(writer)) == (path == "core")
                 await writer.add_items("s", [{"n": 1}, {"n": 2}])
                 assert await reader.get_items("s") == [{"n": 1}, {"n": 2}]
             # Closing the writer's engine would roll back anything left uncommitted.

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import insert
 
 from agent_session_store import SessionStore
-from agent_session_store.store import _HEAD, _PAGE
+from agent_session_store._statements import PAGE as _PAGE
+from agent_session_store.store import HEAD as _HEAD
 
 LONG = _HEAD + 2 * _PAGE + 7  # past the one-statement read, over several streamed pages
 

@@ -1,110 +1,43 @@
-"""The store's hot statements run straight on the async driver's connection.
+"""The driver executor's runner: compiled statements sent straight to the async driver.
 
 SQLAlchemy builds every statement (Core, once per store) and compiles it once for the engine's
-dialect; the connection comes from, and goes back to, the engine's own pool, so pool settings,
-``connect``/``checkout`` events and ``pool_pre_ping`` all apply. What is skipped is
-SQLAlchemy's per-statement execution path (a greenlet switch, an execution context, a
-``CursorResult``) and, on aiosqlite, the extra hops to the driver's thread that its cursor
+dialect (``_statements``); the connection comes from, and goes back to, the engine's own pool,
+so pool settings, ``connect``/``checkout`` events and ``pool_pre_ping`` all apply. What is
+skipped is SQLAlchemy's per-statement execution path (a greenlet switch, an execution context,
+a ``CursorResult``) and, on aiosqlite, the extra hops to the driver's thread that its cursor
 adapter makes: together most of the cost of a one-round-trip operation (docs/performance.md).
 
-Driver errors are translated and wrapped exactly as SQLAlchemy would (``DBAPIError`` with
+Driver errors are raised as SQLAlchemy would raise them (``DBAPIError`` with
 ``connection_invalidated``), and a lost connection is invalidated in the pool, so the store's
-retry rules see the same exceptions on both paths. The store takes this path only while the
-engine has no statement or transaction event listeners and is not logging SQL; otherwise
-(``echo``, OpenTelemetry-style instrumentation, tests injecting faults) it uses
-``AsyncConnection.execute`` so that every statement is seen.
+retry rules see the same exceptions on both executors. Whether an engine may use this path at
+all is decided by ``_probe``; every SQLAlchemy internal read here goes through ``_internals``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MissingGreenlet
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
-from sqlalchemy.sql import ClauseElement, Executable
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
-_RESET_NONE: Any
-try:  # what a pool made with pool_reset_on_return=None holds; private to SQLAlchemy
-    from sqlalchemy.pool.base import reset_none as _RESET_NONE  # noqa: N812
-except ImportError:  # pragma: no cover - a SQLAlchemy that moved it: always use the greenlet
-    _RESET_NONE = None
+from agent_session_store import _internals
+from agent_session_store._statements import Statement
 
 T = TypeVar("T")
-#: Engine events a statement run on the driver would not fire.
-_STATEMENT_EVENTS = (
-    "before_cursor_execute",
-    "after_cursor_execute",
-    "before_execute",
-    "after_execute",
-    "begin",
-    "commit",
-    "rollback",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """A Core statement and, where it needs no type processing, its SQL for the driver.
-
-    ``sources`` gives, per positional parameter, the caller's parameter name or, for a value
-    fixed in the statement (``LIMIT 1``), that value. ``modifies`` marks statements that change
-    rows: on drivers whose single-statement writes commit by themselves, sending one is the
-    commit point.
-    """
-
-    core: Executable
-    sql: str | None
-    sources: tuple[tuple[str | None, Any], ...]
-    modifies: bool = False
-
-    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(value if name is None else params[name] for name, value in self.sources)
-
-
-def prepare(core: Executable, dialect: Dialect, *, modifies: bool = False) -> Statement:
-    """Compile ``core`` for ``dialect`` once; keep the SQL only if the driver can run it as is.
-
-    A bind that SQLAlchemy would convert on the way (other than a list for an array of plain
-    text), or SQL completed at execution time, leaves the statement on SQLAlchemy's path.
-    """
-    assert isinstance(core, ClauseElement)
-    compiled = core.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    names = tuple(compiled.positiontup or ())
-    sources: list[tuple[str | None, Any]] = []
-    runnable = compiled.positional and "POSTCOMPILE" not in compiled.string
-    for name in names:
-        bind = compiled.binds[name]
-        runnable = runnable and not _converted(bind.type, dialect)
-        sources.append((name, None) if bind.required else (None, bind.effective_value))
-    return Statement(core, compiled.string if runnable else None, tuple(sources), modifies)
-
-
-def _converted(type_: Any, dialect: Dialect) -> bool:
-    """True when SQLAlchemy would change a value of ``type_`` before the driver sees it."""
-    if type_.bind_processor(dialect) is None:
-        return False
-    # An array of a type without processing only copies the list it is given.
-    item = getattr(type_, "item_type", None)
-    return item is None or _converted(item, dialect)
 
 
 class Driver:
     """How to run a compiled statement on one async driver's own connection."""
 
     names: ClassVar[tuple[str, ...]] = ()
-    #: A statement outside a transaction commits by itself (no BEGIN/COMMIT round trips).
-    autocommit: ClassVar[bool] = False
+    #: A lone statement outside a transaction commits by itself (asyncpg: no BEGIN/COMMIT
+    #: round trips), so single-statement writes run without a transaction block.
+    lone_statement_commits: ClassVar[bool] = False
     #: After a cancelled call, :meth:`settle` can wait until the server is done with what
     #: it was sent, leaving the connection usable; otherwise the connection is discarded.
     settles_cancelled: ClassVar[bool] = False
@@ -137,13 +70,27 @@ class Driver:
     def in_transaction(self, conn: Any) -> bool:
         raise NotImplementedError
 
+    def as_dbapi_error(self, adapted: Any, error: Exception) -> Exception:
+        """``error`` as the DBAPI-style exception SQLAlchemy's adapter would raise.
+
+        aiosqlite and aiomysql raise their DBAPI module's own classes (``sqlite3.Error``,
+        ``pymysql.err.Error``), which SQLAlchemy's adapters re-export unchanged: nothing to
+        translate, and no adapter private to depend on.
+        """
+        return error
+
 
 class _Asyncpg(Driver):
     """asyncpg: statements prepared once per connection by asyncpg; one round trip each."""
 
     names = ("asyncpg",)
-    autocommit = True  # asyncpg sends no BEGIN unless asked; a lone statement commits itself
+    lone_statement_commits = True  # asyncpg sends no BEGIN unless asked
     settles_cancelled = True
+
+    def as_dbapi_error(self, adapted: Any, error: Exception) -> Exception:
+        # asyncpg's classes are translated by SQLSTATE into the adapter's DBAPI classes;
+        # _probe checks that translation on each engine's first connection.
+        return _internals.translate_asyncpg_error(adapted, error)
 
     async def settle(self, conn: Any) -> None:
         # asyncpg answers a cancelled query with a CancelRequest, and starts its next query
@@ -235,33 +182,19 @@ _DRIVERS: dict[str, Driver] = {
 
 
 def driver_for(dialect: Dialect) -> Driver | None:
-    """The driver runner for ``dialect``, or None when statements must go through SQLAlchemy."""
+    """How to run statements on ``dialect``'s driver; None for a driver we do not know."""
     return _DRIVERS.get(dialect.driver)
-
-
-def observed(engine: Engine) -> bool:
-    """True while something would miss statements run on the driver: listeners or SQL logs."""
-    # SQLAlchemy's own gate: set when a listener is first added (and never cleared), so
-    # the common case, an engine nobody ever listened to, is one attribute each.
-    if getattr(engine, "_has_events", True) or getattr(engine.dialect, "_has_events", True):
-        dispatch = engine.dispatch
-        if any(getattr(dispatch, name) for name in _STATEMENT_EVENTS):
-            return True
-        if engine.dialect.dispatch.handle_error:  # error hooks see only SQLAlchemy's runs
-            return True
-    # The engine's own logger: echo, or logging configured for it (or its logging_name).
-    return bool(engine.echo) or engine.logger.isEnabledFor(logging.INFO)
 
 
 class ConnectionLostBeforeSendingError(Exception):
     """The driver's connection was closed before a statement was sent: nothing ran."""
 
 
-class Link:
-    """One pooled connection used through its driver, for one store operation.
+class DriverRunner:
+    """One pooled connection used through its driver, for one operation (a ``Runner``).
 
     ``committing`` turns true once a change may have been committed: before COMMIT is sent,
-    or, on autocommit drivers, before a modifying statement is sent.
+    or, where a lone statement commits by itself, before a modifying statement is sent.
     """
 
     __slots__ = (
@@ -269,8 +202,8 @@ class Link:
         "_driver",
         "_fairy",
         "_pending",
-        "_reads_begin",
-        "autocommit",
+        "_reads_end_themselves",
+        "commits_each_statement",
         "committing",
         "conn",
         "lost",
@@ -281,8 +214,9 @@ class Link:
         driver: Driver,
         dialect: Dialect,
         fairy: Any,
-        autocommit: bool,
-        reads_begin: bool | None = None,
+        *,
+        commits_each_statement: bool,
+        reads_end_themselves: bool,
     ) -> None:
         self._driver = driver
         self._dialect = dialect
@@ -290,11 +224,12 @@ class Link:
         self.conn = fairy.driver_connection
         self.committing = False
         self.lost: BaseException | None = None
-        self.autocommit = autocommit
+        self.commits_each_statement = commits_each_statement
         self._pending = False  # a statement was sent since the last COMMIT or ROLLBACK
-        self._reads_begin = driver.reads_begin if reads_begin is None else reads_begin
+        self._reads_end_themselves = reads_end_themselves
 
     async def rows(self, stmt: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """Run ``stmt`` and return all its rows."""
         assert stmt.sql is not None
         args = stmt.args(params)
         self._before(stmt)
@@ -306,6 +241,7 @@ class Link:
     async def run(
         self, stmt: Statement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     ) -> None:
+        """Run ``stmt`` once, or once per parameter set (an executemany)."""
         assert stmt.sql is not None
         self._before(stmt)
         if isinstance(params, Mapping):
@@ -326,11 +262,12 @@ class Link:
             # Closed by the server while idle in the pool: nothing of this call was sent yet.
             exc = ConnectionLostBeforeSendingError("the connection was closed before use")
             raise self._wrap(exc, stmt.sql or "", (), lost=True) from None
-        if self.autocommit and stmt.modifies:
+        if self.commits_each_statement and stmt.modifies:
             self.committing = True
         self._pending = True
 
     async def commit(self) -> None:
+        """COMMIT the transaction the first statement opened."""
         self.committing = True
         try:
             await self._driver.commit(self.conn)
@@ -339,7 +276,7 @@ class Link:
         self._pending = False
 
     async def settle(self) -> bool:
-        """After a cancellation: wait until the server is done with this link's statements.
+        """After a cancellation: wait until the server is done with this runner's statements.
 
         True when the connection is known good afterwards. Runs to its end even if the
         caller is cancelled again meanwhile.
@@ -354,7 +291,7 @@ class Link:
         return not task.cancelled() and task.exception() is None
 
     def commit_foreign(self) -> None:
-        """Commit a transaction opened before this link got the connection (in the greenlet)."""
+        """Commit a transaction opened before this runner got the connection (in the greenlet)."""
         try:
             self._fairy.dbapi_connection.commit()
         except Exception as exc:
@@ -362,6 +299,7 @@ class Link:
             raise self._wrap(cause, "COMMIT", ()) from exc
 
     async def rollback(self) -> None:
+        """ROLLBACK whatever is open."""
         try:
             await self._driver.rollback(self.conn)
         except Exception as exc:
@@ -371,15 +309,10 @@ class Link:
     def _wrap(
         self, exc: Exception, sql: str, args: Any, *, lost: bool = False
     ) -> DBAPIError | Exception:
-        """``exc`` as SQLAlchemy would raise it: translated to the DBAPI's class, wrapped."""
+        """``exc`` as SQLAlchemy would raise it: the DBAPI's class, wrapped in ``DBAPIError``."""
         dialect = self._dialect
         adapted = self._fairy.dbapi_connection
-        translated: Exception = exc
-        if not lost:
-            try:
-                adapted._handle_exception(exc)  # raises the DBAPI-style exception
-            except Exception as dbapi_error:
-                translated = dbapi_error
+        translated = exc if lost else self._driver.as_dbapi_error(adapted, exc)
         error_class = dialect.loaded_dbapi.Error
         if not isinstance(translated, error_class):
             translated = dialect.loaded_dbapi.OperationalError(str(exc))
@@ -387,7 +320,7 @@ class Link:
         invalidated = lost or dialect.is_disconnect(translated, adapted, None)
         if invalidated:
             self.lost = translated
-        wrapped = DBAPIError.instance(
+        return DBAPIError.instance(
             sql,
             args,
             translated,
@@ -395,10 +328,9 @@ class Link:
             connection_invalidated=invalidated,
             dialect=dialect,
         )
-        return wrapped
 
-    async def within(self, body: Callable[[Link], Awaitable[T]], commit: bool) -> T:
-        """Run ``body`` on this link, then COMMIT (``commit``) or end any open transaction."""
+    async def within(self, body: Callable[[DriverRunner], Awaitable[T]], commit: bool) -> T:
+        """Run ``body`` on this runner, then COMMIT (``commit``) or end any open transaction."""
         try:
             result = await body(self)
             if commit:
@@ -414,8 +346,11 @@ class Link:
             raise
 
     def _open(self) -> bool:
-        driver = self._driver
-        return self._pending and (self._reads_begin or driver.in_transaction(self.conn))
+        if not self._pending:
+            return False
+        if self._driver.reads_begin and not self._reads_end_themselves:
+            return True
+        return self._driver.in_transaction(self.conn)
 
     def release(self, interrupted: bool) -> None:
         """Return the connection to the pool, or discard it if lost or interrupted.
@@ -427,60 +362,30 @@ class Link:
         if self.lost is not None:
             # As SQLAlchemy does on a disconnect: every connection of the pool made before
             # this one is presumed gone too (a server restart) and is replaced at checkout.
-            fairy._pool._invalidate(fairy, self.lost)
+            _internals.invalidate_pool_since(fairy, self.lost)
         elif interrupted:
             # Interrupted mid-statement (cancelled): its protocol state is unknown.
             fairy.invalidate()
         fairy.close()
 
 
-class CoreLink:
-    """The same interface as :class:`Link`, through SQLAlchemy's ``AsyncConnection``."""
-
-    __slots__ = ("committing", "conn")
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.committing = False
-
-    async def rows(self, stmt: Statement, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        return (await self.conn.execute(stmt.core, params)).all()
-
-    async def run(
-        self, stmt: Statement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-    ) -> None:
-        await self.conn.execute(stmt.core, params)
-
-
 def quick_pool(pool: Pool) -> bool:
     """True when taking an idle connection from ``pool`` and returning it needs no I/O.
 
-    That is: no pre-ping, no recycling by age, no disconnect seen yet (which makes the pool
-    replace older connections at checkout), no reset on return, and no checkout/checkin/reset
-    listeners; and a pool that keeps its connections (QueuePool, StaticPool). Then checking
-    an idle connection out, and back in while the pool has room for it, runs outside
-    SQLAlchemy's greenlet, which costs ~30 us per operation; everything else (connecting,
-    closing an overflow connection, discarding a lost one) still runs in the greenlet.
+    That is: a pool that keeps its connections (QueuePool, StaticPool), no pre-ping, no
+    recycling by age, no reset on return, no disconnect seen yet, and no
+    checkout/checkin/reset listeners. Then checking an idle connection out, and back in while
+    the pool has room for it, runs outside SQLAlchemy's greenlet, which costs ~30 us per
+    operation; everything else (connecting, closing an overflow connection, discarding a lost
+    one) still runs in the greenlet.
     """
-    settled = _QUICK_BY_SETTINGS.get(pool)
-    if settled is None:  # what cannot change after the pool is made, looked at once
-        settled = _QUICK_BY_SETTINGS[pool] = (
-            _RESET_NONE is not None
-            and isinstance(pool, (QueuePool, StaticPool))
-            and getattr(pool, "_pre_ping", True) is False
-            and getattr(pool, "_recycle", 0) < 0
-            and getattr(pool, "_reset_on_return", None) is _RESET_NONE
-        )
     return (
-        settled
-        and getattr(pool, "_invalidate_time", 1) == 0
+        isinstance(pool, (QueuePool, StaticPool))
+        and not _internals.pool_needs_io_per_checkout(pool)
         and not pool.dispatch.checkout
         and not pool.dispatch.checkin
         and not pool.dispatch.reset
     )
-
-
-_QUICK_BY_SETTINGS: weakref.WeakKeyDictionary[Pool, bool] = weakref.WeakKeyDictionary()
 
 
 def _has_idle(pool: Pool) -> bool:
@@ -493,55 +398,61 @@ def _has_room(pool: Pool) -> bool:
     return not isinstance(pool, QueuePool) or pool.checkedin() < pool.size()
 
 
+async def checkout(pool: Pool, quick: bool) -> Any:
+    """A connection of ``pool`` (its ``PoolProxiedConnection``); the pool's errors unwrapped."""
+    if quick and _has_idle(pool):
+        # An idle connection that must be replaced (invalidated): the pool reconnects,
+        # in its greenlet (below).
+        with suppress(MissingGreenlet):
+            return pool.connect()
+    return await greenlet_spawn(pool.connect)
+
+
 async def run_on_pool(
     pool: Pool,
-    cannot_connect: Callable[[Exception], Exception],
     driver: Driver,
     dialect: Dialect,
-    body: Callable[[Link], Awaitable[T]],
+    body: Callable[[DriverRunner], Awaitable[T]],
     *,
-    autocommit: bool,
+    fairy: Any,
     commit: bool,
-    pool_autocommit: bool = False,
+    reads_end_themselves: bool = False,
 ) -> T:
-    """Check a connection out of ``pool``, run ``body`` on it, and return it.
+    """Run ``body`` on ``fairy`` (checked out of ``pool``), then give it back.
 
-    ``pool_autocommit``: the pool's connections are in the driver's autocommit mode, so even
-    on a driver whose reads begin a transaction there is nothing to end after a read.
+    ``commit``: COMMIT when ``body`` returns (else a lone statement commits by itself, or a
+    read ends its transaction). ``reads_end_themselves``: the pool's connections are in the
+    driver's autocommit mode, so even on a driver whose reads begin a transaction there is
+    nothing to end after a read.
     """
     quick = quick_pool(pool)
-    fairy: Any = None
-    try:
-        if quick and _has_idle(pool):
-            # An idle connection that must be replaced (invalidated): the pool reconnects,
-            # in its greenlet (below).
-            with suppress(MissingGreenlet):
-                fairy = pool.connect()
-        if fairy is None:
-            fairy = await greenlet_spawn(pool.connect)
-    except Exception as exc:  # the pool raises the driver's own errors, unwrapped
-        raise cannot_connect(exc) from exc
-    link = Link(driver, dialect, fairy, autocommit, False if pool_autocommit else None)
+    runner = DriverRunner(
+        driver,
+        dialect,
+        fairy,
+        commits_each_statement=not commit and driver.lone_statement_commits,
+        reads_end_themselves=reads_end_themselves,
+    )
     interrupted = False
     try:
-        if driver.in_transaction(link.conn):
+        if driver.in_transaction(runner.conn):
             # A pool ``connect``/``checkout`` listener ran a statement, which opened a
             # transaction; SQLAlchemy's path would commit it with ours, so commit it first.
-            await greenlet_spawn(link.commit_foreign)
-        return await link.within(body, commit)
+            await greenlet_spawn(runner.commit_foreign)
+        return await runner.within(body, commit)
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)
-        if interrupted and driver.settles_cancelled and link.lost is None:
+        if interrupted and driver.settles_cancelled and runner.lost is None:
             # Cancelled: what was sent has committed or not, for good, before the caller
             # sees CancelledError, and the connection stays (for SQLite :memory:, discarding
             # it would discard the database).
-            interrupted = not await link.settle()
+            interrupted = not await runner.settle()
         raise
     finally:
-        if quick and link.lost is None and not interrupted and _has_room(pool):
-            link.release(interrupted=False)
+        if quick and runner.lost is None and not interrupted and _has_room(pool):
+            runner.release(interrupted=False)
         elif interrupted:
             # Cancelled: discard the connection even if cancelled again while doing so.
-            await asyncio.shield(greenlet_spawn(link.release, True))
+            await asyncio.shield(greenlet_spawn(runner.release, True))
         else:
-            await greenlet_spawn(link.release, False)
+            await greenlet_spawn(runner.release, False)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Table, func, inspect, select
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store.admin import StoreAdmin
@@ -28,24 +28,18 @@ class SQLiteSource(StoreAdmin):
         self._engine = engine
         self._sessions: Table = models.AgentSession.__table__  # type: ignore[attr-defined]
         self._messages: Table = models.AgentMessage.__table__  # type: ignore[attr-defined]
+        super().__init__(
+            self._sessions,
+            self._messages,
+            dialect_name="sqlite",
+            connect=engine.connect,
+            begin=engine.begin,
+        )
 
     @property
     def engine(self) -> AsyncEngine:
         """The read-only engine on the file."""
         return self._engine
-
-    @property
-    def sessions(self) -> Table:
-        """The sessions table."""
-        return self._sessions
-
-    @property
-    def messages(self) -> Table:
-        """The messages table."""
-        return self._messages
-
-    def _connect(self) -> AsyncConnection:
-        return self._engine.connect()
 
     async def has_tables(self) -> bool:
         """True when the file holds both tables."""

@@ -1,7 +1,8 @@
 """Store-level operations: list, count, prune, and streaming export and import.
 
-:class:`StoreAdmin` is mixed into :class:`~agent_session_store.SessionStore`; these methods act
-on many sessions at once, where the ``Session``-protocol calls act on one. Export and import
+:class:`StoreAdmin` is a component of :class:`~agent_session_store.SessionStore` (which offers
+its methods under the same names), over the store's Core executor: these act on many sessions
+at once, where the ``Session``-protocol calls act on one. Export and import
 stream rows in batches, so a history larger than memory moves through in constant space.
 
 Exported records are plain JSON-ready dicts, in session order, each session's items following
@@ -20,10 +21,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import String, Table, and_, delete, func, insert, or_, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store._json import check_session_id
 from agent_session_store._records import (
@@ -78,26 +80,50 @@ class ImportResult:
     items: int = 0
 
 
+class Writer(Protocol):
+    """Runs a write on a Core connection in one transaction, with the store's retry rules."""
+
+    async def __call__(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``operation`` and commit."""
+        ...
+
+
+async def _write_once(
+    begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+    operation: Callable[[AsyncConnection], Awaitable[T]],
+) -> T:
+    async with begin() as conn:
+        return await operation(conn)
+
+
 class StoreAdmin:
-    """Operations over every session of a store; mixed into ``SessionStore``."""
+    """Operations over every session of a pair of tables, through Core connections.
 
-    if TYPE_CHECKING:
+    Args:
+        sessions: The sessions table.
+        messages: The messages table.
+        dialect_name: The engine's dialect name (``"sqlite"`` pages on stored text).
+        connect: Opens a connection (the store's: taken in turn, its schema checked).
+        begin: Opens a connection in a transaction committed when the block exits.
+        write: Runs a write with retries; by default ``begin`` once.
+    """
 
-        @property
-        def engine(self) -> AsyncEngine:  # noqa: D102 - provided by SessionStore
-            ...
-
-        @property
-        def sessions(self) -> Table:  # noqa: D102 - provided by SessionStore
-            ...
-
-        @property
-        def messages(self) -> Table:  # noqa: D102 - provided by SessionStore
-            ...
-
-        def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
-        def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
-        async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+    def __init__(
+        self,
+        sessions: Table,
+        messages: Table,
+        *,
+        dialect_name: str,
+        connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        write: Writer | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.messages = messages
+        self._dialect_name = dialect_name
+        self._connect = connect
+        self._begin = begin
+        self._write_core: Any = write or partial(_write_once, begin)
 
     async def list_sessions(
         self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
@@ -123,7 +149,7 @@ class StoreAdmin:
         # SQLite keeps timestamps as text, and files written by other tools (the SDK writes
         # "YYYY-MM-DD HH:MM:SS") differ in format from ours: page on the stored text itself,
         # so the cursor compares exactly as ORDER BY sorts.
-        raw = self.engine.dialect.name == "sqlite"
+        raw = self._dialect_name == "sqlite"
         when: Any = type_coerce(s.c.updated_at, String()) if raw else s.c.updated_at
         count = select(func.count(m.c.id)).where(m.c.session_id == s.c.session_id)
         stmt = select(

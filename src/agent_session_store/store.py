@@ -1,44 +1,44 @@
-"""``SessionStore``: one engine, one pair of tables, and the statements run against them.
+"""``SessionStore``: one engine, one pair of tables, and the four operations on them.
 
-A store builds its SQL once, at construction, and every :class:`SQLAlchemySession` made from
-it reuses those statements. Writes run in one transaction each, retried only after errors
-that mean the server rolled the transaction back, and are shielded from cancellation so a
-cancelled call is all-or-nothing.
+The store owns its engine (when it made it) and the lifecycle; its statements are built
+once (``_statements``) and reach the database through one funnel, ``_transport.Transport``,
+which picks the executor (``_executor``: Core, or the driver path where ``_probe`` allows it).
+Store-wide operations (list, count, prune, export, import) are ``admin.StoreAdmin``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-import random
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from functools import partial
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import (
-    Integer,
-    MetaData,
-    Table,
-    bindparam,
-    delete,
-    event,
-    insert,
-    literal_column,
-    select,
-)
+from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect, _driver
-from agent_session_store._driver import CoreLink, Link, Statement
+from agent_session_store._executor import CoreExecutor, DriverExecutor, Runner
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
-from agent_session_store.admin import StoreAdmin
-from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
+from agent_session_store._probe import Probe, schema_map
+from agent_session_store._records import Record
+from agent_session_store._statements import Statements
+from agent_session_store._transport import MAX_ATTEMPTS, Transport, WriteShape
+from agent_session_store.admin import (
+    ImportResult,
+    Order,
+    PruneResult,
+    SessionInfo,
+    SessionPage,
+    StoreAdmin,
+)
+from agent_session_store.errors import DatabaseConnectionError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -52,20 +52,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("agent_session_store")
 
-T = TypeVar("T")
-_MAX_ATTEMPTS = 8
 #: A history up to this many items is read in one buffered statement; a longer one is streamed.
-_HEAD = 2_000
-#: Rows per fetch when a full read streams.
-_PAGE = 1_000
-_RETRY = object()  # a pop lost its row to a concurrent popper; look again
-#: ``LIMIT 1`` written into the SQL: as a parameter, PostgreSQL cannot use a cached generic plan
-#: for it (a generic LIMIT looks costlier) and plans the statement again at every execution.
-_ONE = literal_column("1", Integer)
-_UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
+HEAD = 2_000
 
 
-class SessionStore(StoreAdmin):
+class PopMiss(enum.Enum):
+    """Why a pop statement returned no row."""
+
+    EMPTY = "the session has no items"
+    TAKEN = "a concurrent popper took the chosen row; look again"
+
+
+class SessionStore:
     """Conversation history in two tables, reached through one async engine.
 
     Args:
@@ -124,49 +122,85 @@ class SessionStore(StoreAdmin):
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
         self.sessions_table = sessions_table
         self.messages_table = messages_table
-        # One connection shared by every task (SQLite :memory:) must be used by one at a time.
-        self._serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
-        # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
-        # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
-        # 1 ms growing to 100 ms; other processes still meet the busy timeout.
-        self._one_writer = engine.dialect.name == "sqlite" and self._serial is None
-        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-        self._writer_locks = weakref.WeakKeyDictionary()
-        # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
-        # trips around a single-statement read that is atomic on its own. Elsewhere that
-        # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
-        self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else None
-        )
         self._tables_ready = False
         self._tables_lock = asyncio.Lock()
-        # MySQL/MariaDB drop the connection on a statement over max_allowed_packet: check first.
-        self._check_packets = _dialect.is_mysql(engine.dialect)
-        self._max_packet: int | None = None
-        self._build_statements(engine)
-        # Hot statements run on the driver's own connection where we know the driver and no
-        # statement of ours needs SQLAlchemy's type processing (see _driver).
-        self._driver = _driver.driver_for(engine.dialect)
-        if self._driver is not None and any(s.sql is None for s in self._hot_statements()):
-            self._driver = None
-        # MySQL/MariaDB: a read on a connection with autocommit off (as SQLAlchemy keeps them)
-        # opens a transaction that must be ended, a second round trip. Engines the store makes
-        # get a second pool, in autocommit mode, for the driver path's reads: one round trip.
-        self._read_engine: AsyncEngine | None = None
-        if self._owns_engine and self._driver is not None and self._driver.reads_begin:
-            read_kwargs = {**kwargs, "isolation_level": "AUTOCOMMIT"}
-            read_engine = self._read_engine = create_async_engine(engine.url, **read_kwargs)
-
-            # Disposing the engine (``store.engine``, ``session.engine``) closes both pools.
-            def dispose_reads(_engine: Any) -> None:
-                read_engine.sync_engine.dispose()
-
-            event.listen(engine.sync_engine, "engine_disposed", dispose_reads)
         # With check_schema, the first checkout compares the database with the migration head.
         self._schema_pending = check_schema
         self._schema_lock = asyncio.Lock()
+        self._max_packet: int | None = None
+        self._read_engine: AsyncEngine | None = None
+        self._statements = Statements(
+            self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine)
+        )
+        self._transport = self._build_transport(engine, kwargs)
+        self._admin = StoreAdmin(
+            self.sessions,
+            self.messages,
+            dialect_name=engine.dialect.name,
+            connect=self._transport.core.connect,
+            begin=self._transport.core.begin,
+            write=self._transport.write_core,
+        )
+
+    def _build_transport(self, engine: AsyncEngine, kwargs: dict[str, Any]) -> Transport:
+        dialect = engine.dialect
+        # One connection shared by every task (SQLite :memory:) must be used by one at a time.
+        serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
+        # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
+        # trips around a single-statement read that is atomic on its own. Elsewhere that
+        # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
+        core_reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if dialect.name == "postgresql"
+            else None
+        )
+        core = CoreExecutor(
+            engine, self._gate, self._cannot_connect, serial=serial, unbegun_reads=core_reads
+        )
+        driver = _driver.driver_for(dialect)
+        probe = Probe(engine.sync_engine, driver, self._statements)
+        executor: DriverExecutor | None = None
+        if driver is not None and probe.fixed_reason is None:
+            executor = DriverExecutor(
+                engine,
+                driver,
+                probe,
+                self._gate,
+                self._cannot_connect,
+                serial=serial,
+                unbegun_reads=self._driver_read_engine(engine, driver, kwargs),
+            )
+        # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
+        # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
+        # 1 ms growing to 100 ms; other processes still meet the busy timeout.
+        one_writer = dialect.name == "sqlite" and serial is None
+        return Transport(core, executor, probe, one_writer=one_writer)
+
+    def _driver_read_engine(
+        self, engine: AsyncEngine, driver: _driver.Driver, kwargs: dict[str, Any]
+    ) -> AsyncEngine | None:
+        """MySQL/MariaDB: a second pool, in autocommit mode, for the driver path's reads.
+
+        A read on a connection with autocommit off (as SQLAlchemy keeps them) opens a
+        transaction that must be ended, a second round trip. Only engines the store made get
+        one; on a host's engine a ROLLBACK follows each read.
+        """
+        if not (self._owns_engine and driver.reads_begin):
+            return None
+        read_engine = create_async_engine(engine.url, **{**kwargs, "isolation_level": "AUTOCOMMIT"})
+
+        # Disposing the engine (``store.engine``, ``session.engine``) closes both pools.
+        def dispose_reads(_engine: Any) -> None:
+            read_engine.sync_engine.dispose()
+
+        event.listen(engine.sync_engine, "engine_disposed", dispose_reads)
+        self._read_engine = read_engine
+        return read_engine
+
+    async def _gate(self) -> None:
+        """Run before every checkout: check the schema once, when asked to."""
+        if self._schema_pending:
+            await self._check_schema()
 
     async def _check_schema(self) -> None:
         async with self._schema_lock:
@@ -180,66 +214,15 @@ class SessionStore(StoreAdmin):
             )
             self._schema_pending = False
 
-    def _build_statements(self, engine: AsyncEngine) -> None:
-        s, m, dialect = self.sessions, self.messages, engine.dialect
-
-        def prepare(core: Any, *, modifies: bool = False) -> Statement:
-            return _driver.prepare(core, dialect, modifies=modifies)
-
-        sid = bindparam("sid", type_=s.c.session_id.type)
-        lim = bindparam("lim", type_=Integer)
-        newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
-        newest_first = newest_first.order_by(m.c.id.desc())
-        select_all = select(m.c.message_data).where(m.c.session_id == sid).order_by(m.c.id)
-        self._select_head = prepare(select_all.limit(lim))
-        self._stream_all = select_all.execution_options(yield_per=_PAGE)
-        # The newest items' text only (an id column costs ~3 us a row to decode on aiomysql);
-        # with ids when a read has to page back past undecodable rows.
-        newest_text = select(m.c.message_data).where(m.c.session_id == sid)
-        self._select_tail = prepare(newest_text.order_by(m.c.id.desc()).limit(lim))
-        self._select_tail_ids = prepare(newest_first.limit(lim))
-        self._select_tail_before = prepare(
-            newest_first.where(m.c.id < bindparam("before", type_=Integer)).limit(lim)
+    def _cannot_connect(self, exc: BaseException) -> DatabaseConnectionError:
+        # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
+        url = self._engine.url.render_as_string(hide_password=True)
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        return DatabaseConnectionError(
+            f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
+            "check that the database server is running and reachable (for SQLite: that "
+            "the file can be opened), then call again: the same store reconnects by itself"
         )
-        touch = _dialect.touch_session(dialect, s).values(session_id=sid)
-        self._touch = prepare(touch, modifies=True)
-        append = _dialect.append_items(dialect, s, m)
-        self._append = None if append is None else prepare(append, modifies=True)
-        text_param = bindparam("text", type_=m.c.message_data.type)
-        self._insert = prepare(
-            insert(m).values(session_id=sid, message_data=text_param), modifies=True
-        )
-        self._max_packet_query = prepare(_dialect.MAX_PACKET)
-        self._exists = prepare(select(m.c.id).where(m.c.session_id == sid).limit(_ONE))
-        self._delete_messages = prepare(delete(m).where(m.c.session_id == sid), modifies=True)
-        self._delete_session = prepare(delete(s).where(s.c.session_id == sid), modifies=True)
-        # MySQL/MariaDB refuse a DELETE whose subquery reads the same table: lock, then delete.
-        self._pop_returning = not _dialect.is_mysql(dialect)
-        newest_id = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id.desc()).limit(_ONE)
-        self._pop = prepare(
-            delete(m).where(m.c.id == newest_id.scalar_subquery()).returning(m.c.message_data),
-            modifies=True,
-        )
-        self._select_newest_locked = prepare(newest_first.limit(_ONE).with_for_update())
-        self._delete_by_id = prepare(
-            delete(m).where(m.c.id == bindparam("row_id", type_=Integer)), modifies=True
-        )
-
-    def _hot_statements(self) -> list[Statement]:
-        hot = [self._select_head, self._select_tail, self._select_tail_ids, self._exists]
-        hot.append(self._select_tail_before)
-        hot += [self._delete_messages, self._delete_session]
-        if self._append is not None:
-            hot.append(self._append)
-        else:
-            hot += [self._touch, self._insert]
-        if self._pop_returning:
-            hot.append(self._pop)
-        else:
-            hot += [self._select_newest_locked, self._delete_by_id]
-        if self._check_packets:
-            hot.append(self._max_packet_query)
-        return hot
 
     # -- properties -------------------------------------------------------------------------
 
@@ -284,14 +267,14 @@ class SessionStore(StoreAdmin):
             if self._tables_ready:
                 return
             tables = [self.sessions, self.messages]
-            for attempt in range(_MAX_ATTEMPTS):
+            for attempt in range(MAX_ATTEMPTS):
                 try:
-                    async with self._begin() as conn:
+                    async with self._transport.core.begin() as conn:
                         await conn.run_sync(self.metadata.create_all, tables=tables)
                     break
                 except DBAPIError:
                     # Another process created a table between our check and our CREATE.
-                    if attempt == _MAX_ATTEMPTS - 1:
+                    if attempt == MAX_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(0.05 * (attempt + 1))
             self._tables_ready = True
@@ -320,190 +303,6 @@ class SessionStore(StoreAdmin):
 
         return SQLAlchemySession(session_id, store=self, session_settings=session_settings)
 
-    # -- connections ------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        if self._serial is None:
-            async with self._checkout() as conn:
-                yield conn
-        else:
-            async with self._serial, self._checkout() as conn:
-                yield conn
-
-    def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for reads, each statement atomic by itself: autocommit where cheaper."""
-        if self._autocommit is not None and self._serial is None:
-            return self._checkout(self._autocommit)
-        return self._connect()
-
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        if self._serial is None:
-            async with self._checkout() as conn, conn.begin():
-                yield conn
-        else:
-            async with self._serial, self._checkout() as conn, conn.begin():
-                yield conn
-
-    @asynccontextmanager
-    async def _checkout(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
-        if self._schema_pending:
-            await self._check_schema()
-        engine = engine or self._engine
-        conn = engine.connect()
-        try:
-            await conn.start()
-        except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
-            raise self._cannot_connect(exc) from exc
-        try:
-            yield conn
-        finally:
-            await conn.close()
-
-    def _cannot_connect(self, exc: BaseException) -> DatabaseConnectionError:
-        # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
-        url = self._engine.url.render_as_string(hide_password=True)
-        cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        return DatabaseConnectionError(
-            f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
-            "check that the database server is running and reachable (for SQLite: that "
-            "the file can be opened), then call again: the same store reconnects by itself"
-        )
-
-    def _fast(self) -> _driver.Driver | None:
-        """The driver to run hot statements on, unless something observes statements."""
-        driver = self._driver
-        if driver is None or _driver.observed(self._engine.sync_engine):
-            return None
-        return driver
-
-    async def _on_driver(
-        self,
-        driver: _driver.Driver,
-        body: Callable[[Link], Awaitable[T]],
-        *,
-        autocommit: bool,
-        commit: bool,
-        engine: AsyncEngine | None = None,
-    ) -> T:
-        if self._schema_pending:
-            await self._check_schema()
-        run = _driver.run_on_pool(
-            (engine or self._engine).sync_engine.pool,
-            self._cannot_connect,
-            driver,
-            self._engine.dialect,
-            body,
-            autocommit=autocommit,
-            commit=commit,
-            pool_autocommit=engine is not None,
-        )
-        if self._serial is None:
-            return await run
-        async with self._serial:
-            return await run
-
-    async def _reading(self, body: Callable[[Link | CoreLink], Awaitable[T]]) -> T:
-        """Run ``body``, whose statements are reads each atomic by itself."""
-        driver = self._fast()
-        if driver is None:
-            async with self._read_connection() as conn:
-                return await body(CoreLink(conn))
-        return await self._on_driver(
-            driver, body, autocommit=True, commit=False, engine=self._read_engine
-        )
-
-    async def _writing(
-        self, body: Callable[[Link | CoreLink], Awaitable[T]], driver: _driver.Driver | None
-    ) -> T:
-        """Run ``body`` in one transaction, committed when it returns.
-
-        ``driver``: run it on the driver's connection (see :meth:`_write` for when), else
-        through SQLAlchemy. On a driver where a lone statement commits by itself (asyncpg)
-        only single-statement writes come here; they run without BEGIN and COMMIT, and
-        sending the statement is the commit point (``link.committing``).
-        """
-        if driver is None:
-            async with self._begin() as conn:
-                on_core = CoreLink(conn)
-                result = await body(on_core)
-                on_core.committing = True  # the COMMIT is sent as the block exits
-            return result
-        autocommit = driver.autocommit
-        return await self._on_driver(driver, body, autocommit=autocommit, commit=not autocommit)
-
-    def _writer(self) -> AbstractAsyncContextManager[Any]:
-        if not self._one_writer:
-            return _UNLOCKED
-        loop = asyncio.get_running_loop()
-        lock = self._writer_locks.get(loop)
-        if lock is None:
-            lock = self._writer_locks[loop] = asyncio.Lock()
-        return lock
-
-    async def _write(
-        self, operation: Callable[[Link | CoreLink], Awaitable[T]], *, single: bool = False
-    ) -> T:
-        """Run ``operation`` in one transaction, retrying server-side rollbacks; all or nothing.
-
-        A connection lost before anything could have been committed means nothing was
-        written, so the operation runs once more on a fresh connection; one lost after
-        (during COMMIT, or during a statement that commits by itself) raises
-        ``CommitOutcomeUnknownError`` instead of risking a second copy.
-
-        A cancelled write has settled when the caller sees ``CancelledError``: what is stored
-        then stays so. On the driver path of aiosqlite and asyncpg the write stops where it is
-        and waits for the server to finish with what was sent (rolled back, or committed if
-        its COMMIT or single statement got there first). Elsewhere (aiomysql, whose protocol
-        a cancellation breaks; SQLAlchemy's path, which cannot be left mid-transaction) the
-        write runs to its end in its own task.
-        """
-        driver = self._fast()
-        if driver is not None and not (single or not driver.autocommit):
-            driver = None  # a multi-statement write on asyncpg: BEGIN ... COMMIT, SQLAlchemy's
-        if driver is not None and driver.settles_cancelled:
-            return await self._retrying(operation, driver)
-        return await _settle(self._retrying(operation, driver))
-
-    async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """:meth:`_write` for an operation on SQLAlchemy's ``AsyncConnection``."""
-
-        async def on_core(link: Link | CoreLink) -> T:
-            assert isinstance(link, CoreLink)
-            return await operation(link.conn)
-
-        return await _settle(self._retrying(on_core, None))
-
-    async def _retrying(
-        self, operation: Callable[[Link | CoreLink], Awaitable[T]], driver: _driver.Driver | None
-    ) -> T:
-        lost_before = False
-        for attempt in range(_MAX_ATTEMPTS):
-            used: list[Link | CoreLink] = []
-            try:
-                async with self._writer():
-                    return await self._writing(partial(_recording, used, operation), driver)
-            except DBAPIError as exc:
-                if used and used[0].committing and exc.connection_invalidated:
-                    raise CommitOutcomeUnknownError(
-                        "the database connection was lost while committing; the write may or "
-                        "may not have been saved, so it was not retried: read the session "
-                        f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
-                    ) from exc
-                # A connection lost before COMMIT was sent took its transaction with it; one
-                # retry on a fresh connection, since a statement that kills it would again.
-                lost = exc.connection_invalidated
-                if lost and lost_before:
-                    raise
-                lost_before = lost_before or lost
-                if attempt == _MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
-                    raise
-                logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                if not lost:
-                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
-
     # -- the four operations, by session id -------------------------------------------------
 
     async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
@@ -512,53 +311,44 @@ class SessionStore(StoreAdmin):
         limit = check_limit(limit)
         if limit == 0:
             return []
-        try:
-            return await self._read(session_id, limit)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            # A read changes nothing, so a connection the server dropped earns one more try.
-            return await self._read(session_id, limit)
-
-    async def _read(self, session_id: str, limit: int | None) -> list[Any]:
-        warn = self._warn_corrupt(session_id)
         if limit is not None:
-            return await self._reading(lambda link: self._tail(link, session_id, limit))
-        params = {"sid": session_id, "lim": _HEAD + 1}
-        head = [
-            row[0] for row in await self._reading(lambda link: link.rows(self._select_head, params))
-        ]
-        if len(head) <= _HEAD:
+            return await self._transport.read(lambda run: self._tail(run, session_id, limit))
+        st, warn = self._statements, self._warn_corrupt(session_id)
+        params = {"sid": session_id, "lim": HEAD + 1}
+        found = await self._transport.read(lambda run: run.rows(st.select_head, params))
+        head = [row[0] for row in found]
+        del found
+        if len(head) <= HEAD:
             return decode_rows(head, warn)
         del head
         # A long history: stream it, decoding page by page, so that its JSON text and its
         # decoded items are never in memory at once (one statement, one consistent snapshot).
         items: list[Any] = []
-        async with self._connect() as conn:
-            result = await conn.stream(self._stream_all, {"sid": session_id})
+        async with self._transport.core.connect() as conn:
+            result = await conn.stream(st.stream_all.core, {"sid": session_id})
             async for page in result.scalars().partitions():
                 items += decode_rows(page, warn)
         return items
 
-    async def _tail(self, link: Link | CoreLink, session_id: str, limit: int) -> list[Any]:
-        rows = await link.rows(self._select_tail, {"sid": session_id, "lim": limit})
+    async def _tail(self, run: Runner, session_id: str, limit: int) -> list[Any]:
+        rows = await run.rows(self._statements.select_tail, {"sid": session_id, "lim": limit})
         undecodable: list[str] = []
         items = decode_rows((row[0] for row in reversed(rows)), undecodable.append)
         if not undecodable:
             return items
         # Undecodable rows are skipped and the limit counts valid items: read again, with
         # ids, so that the read can go further back (and warn about what it skips).
-        return await self._tail_paged(link, session_id, limit)
+        return await self._tail_paged(run, session_id, limit)
 
-    async def _tail_paged(self, link: Link | CoreLink, session_id: str, limit: int) -> list[Any]:
-        warn = self._warn_corrupt(session_id)
+    async def _tail_paged(self, run: Runner, session_id: str, limit: int) -> list[Any]:
+        st, warn = self._statements, self._warn_corrupt(session_id)
         wanted = limit
-        rows = await link.rows(self._select_tail_ids, {"sid": session_id, "lim": wanted})
+        rows = await run.rows(st.select_tail_ids, {"sid": session_id, "lim": wanted})
         items = decode_rows((row[1] for row in reversed(rows)), warn)
         while len(items) < limit and len(rows) == wanted:
             wanted = limit - len(items)
             params = {"sid": session_id, "lim": wanted, "before": rows[-1][0]}
-            rows = await link.rows(self._select_tail_before, params)
+            rows = await run.rows(st.select_tail_before, params)
             items[:0] = decode_rows((row[1] for row in reversed(rows)), warn)
         return items
 
@@ -568,67 +358,73 @@ class SessionStore(StoreAdmin):
         encoded = encode_items(items)
         if not encoded:
             return
-        append = self._append
+        st = self._statements
+        append = st.append
         if append is not None:
             one = {"sid": session_id, "texts": encoded}
-            await self._write(lambda link: link.run(append, one), single=True)
+            await self._transport.write(
+                lambda run: run.run(append, one), WriteShape.ONE_STATEMENT
+            )
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
-        async def add(link: Link | CoreLink) -> None:
-            if self._check_packets:
+        async def add(run: Runner) -> None:
+            if st.checks_packets:
                 if self._max_packet is None:
-                    found = await link.rows(self._max_packet_query, {})
+                    found = await run.rows(st.max_packet, {})
                     self._max_packet = int(found[0][0])
                 _dialect.check_packet_size(encoded, session_id, self._max_packet)
-            await link.run(self._touch, {"sid": session_id})
-            await link.run(self._insert, params)
+            await run.run(st.touch, {"sid": session_id})
+            await run.run(st.insert, params)
 
-        await self._write(add)
+        await self._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
 
     async def pop_item(self, session_id: str) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
         check_session_id(session_id)
+        shape = (
+            WriteShape.ONE_STATEMENT
+            if self._statements.pop_returns
+            else WriteShape.SEVERAL_STATEMENTS
+        )
         while True:
-            text = await self._write(
-                lambda link: self._pop_row(link, session_id), single=self._pop_returning
-            )
-            if text is None:
+            text = await self._transport.write(lambda run: self._pop_row(run, session_id), shape)
+            if text is PopMiss.EMPTY:
                 return None
-            if text is _RETRY:
+            if text is PopMiss.TAKEN:
                 continue
             decoded = decode_rows([text], self._warn_corrupt(session_id))
             if decoded:
                 return decoded[0]
             # A corrupt row was removed; the caller wants the newest readable item.
 
-    async def _pop_row(self, link: Link | CoreLink, session_id: str) -> Any:
-        params = {"sid": session_id}
-        if not self._pop_returning:
-            found = await link.rows(self._select_newest_locked, params)
+    async def _pop_row(self, run: Runner, session_id: str) -> str | PopMiss:
+        st, params = self._statements, {"sid": session_id}
+        if not st.pop_returns:
+            found = await run.rows(st.select_newest_locked, params)
             if not found:
-                return None
-            await link.run(self._delete_by_id, {"row_id": found[0][0]})
-            return found[0][1]
-        deleted = await link.rows(self._pop, params)
+                return PopMiss.EMPTY
+            await run.run(st.delete_by_id, {"row_id": found[0][0]})
+            return str(found[0][1])
+        deleted = await run.rows(st.pop, params)
         if deleted:
-            return deleted[0][0]
+            return str(deleted[0][0])
         # Nothing deleted: the session is empty, or a concurrent popper took the row we chose.
-        if not await link.rows(self._exists, params):
-            return None
-        return _RETRY
+        if not await run.rows(st.exists, params):
+            return PopMiss.EMPTY
+        return PopMiss.TAKEN
 
     async def clear_session(self, session_id: str) -> None:
         """Delete ``session_id``'s row and all its items."""
         check_session_id(session_id)
-        params = {"sid": session_id}
+        st, params = self._statements, {"sid": session_id}
 
-        async def clear(link: Link | CoreLink) -> None:
-            await link.run(self._delete_messages, params)
-            await link.run(self._delete_session, params)
+        async def clear(run: Runner) -> None:
+            await run.run(st.delete_messages, params)
+            await run.run(st.delete_session, params)
 
-        await self._write(clear)
+        await self._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
 
     @staticmethod
     def _warn_corrupt(session_id: str) -> Callable[[str], None]:
@@ -640,6 +436,44 @@ class SessionStore(StoreAdmin):
             )
 
         return warn
+
+    # -- store-wide operations (admin.StoreAdmin) -------------------------------------------
+
+    async def list_sessions(
+        self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
+    ) -> SessionPage:
+        """A page of sessions with their item counts; see :meth:`StoreAdmin.list_sessions`."""
+        return await self._admin.list_sessions(limit=limit, cursor=cursor, order=order)
+
+    async def count_items(self, session_id: str) -> int:
+        """How many items ``session_id`` holds (0 for an unknown session)."""
+        return await self._admin.count_items(session_id)
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """The session's timestamps and item count, or None if it does not exist."""
+        return await self._admin.session_info(session_id)
+
+    async def delete_sessions(
+        self, *, older_than: datetime | timedelta, dry_run: bool = False
+    ) -> PruneResult:
+        """Delete stale sessions and their items; see :meth:`StoreAdmin.delete_sessions`."""
+        return await self._admin.delete_sessions(older_than=older_than, dry_run=dry_run)
+
+    def export_sessions(
+        self, session_ids: Iterable[str] | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Record]:
+        """Every session and its items as records; see :meth:`StoreAdmin.export_sessions`."""
+        return self._admin.export_sessions(session_ids, batch_size=batch_size)
+
+    async def import_sessions(
+        self,
+        records: Iterable[Record] | AsyncIterable[Record],
+        *,
+        replace: bool = False,
+        batch_size: int = 1000,
+    ) -> ImportResult:
+        """Write exported records into this store; see :meth:`StoreAdmin.import_sessions`."""
+        return await self._admin.import_sessions(records, replace=replace, batch_size=batch_size)
 
     # -- sharing between SDK-style sessions -------------------------------------------------
 
@@ -663,33 +497,3 @@ class SessionStore(StoreAdmin):
             store = cls(engine, sessions_table=sessions_table, messages_table=messages_table)
             cls._shared[key] = store
         return store
-
-
-async def _recording(
-    used: list[Link | CoreLink],
-    operation: Callable[[Link | CoreLink], Awaitable[T]],
-    link: Link | CoreLink,
-) -> T:
-    """Run ``operation`` on ``link``, noting the link so the caller can see how far it got."""
-    used.append(link)
-    return await operation(link)
-
-
-async def _settle(operation: Awaitable[T]) -> T:
-    """Await ``operation`` to its end even if the caller is cancelled, then re-raise that.
-
-    A write interrupted half-way would leave its connection mid-transaction; letting it
-    finish makes every call all-or-nothing, as the SDK's own sessions do.
-    """
-    task = asyncio.ensure_future(operation)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.wait([task])
-            except asyncio.CancelledError:
-                continue
-        if not task.cancelled():
-            task.exception()  # mark retrieved; the caller's cancellation wins
-        raise

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import event, text
 
 from agent_session_store import CommitOutcomeUnknownError, SessionStore
+from agent_session_store._probe import Path
 
 from ..conftest import ALL_KINDS
 from .faults import ConnectionKiller
@@ -69,7 +70,7 @@ async def killable(db_url: str, path: str) -> AsyncIterator[tuple[SessionStore, 
         if path == "core":
             event.listen(store.engine.sync_engine, "before_cursor_execute", _no_op)
         await store.create_tables()
-        assert (store._fast() is None) == (path == "core")
+        assert (store._transport.probe.path() is Path.CORE) == (path == "core")
         try:
             yield store, killer
         finally:

@@ -1,0 +1,188 @@
+"""The policy around every operation: which executor, retries, cancellation, one writer.
+
+:class:`Transport` is the one funnel between the store's operations and the executors. It
+picks the executor (the probe's decision, per call), runs writes again only after errors
+that mean the server rolled the transaction back, and makes a cancelled write
+all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agent_session_store import _dialect
+from agent_session_store._executor import (
+    CoreExecutor,
+    CoreRunner,
+    DriverExecutor,
+    Executor,
+    Operation,
+    Runner,
+)
+from agent_session_store._probe import Path, Probe
+from agent_session_store.errors import CommitOutcomeUnknownError
+
+logger = logging.getLogger("agent_session_store")
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 8
+_UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
+
+
+class WriteShape(enum.Enum):
+    """How many statements a write sends.
+
+    Where a lone statement commits by itself (asyncpg), only one-statement writes run on the
+    driver executor.
+    """
+
+    ONE_STATEMENT = "one statement"
+    SEVERAL_STATEMENTS = "several statements"
+
+
+class Transport:
+    """Runs the store's operations on the executor the probe allows, with its retry rules."""
+
+    def __init__(
+        self,
+        core: CoreExecutor,
+        driver: DriverExecutor | None,
+        probe: Probe,
+        *,
+        one_writer: bool,
+    ) -> None:
+        """``one_writer``: writers of this process queue on an asyncio lock (SQLite)."""
+        self.core = core
+        self._driver = driver
+        self.probe = probe
+        self._one_writer = one_writer
+        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._writer_locks = weakref.WeakKeyDictionary()
+
+    async def path(self) -> Path:
+        """The executor for an operation starting now (the first call looks at a connection)."""
+        driver = self._driver
+        if driver is None or self.probe.path() is Path.CORE:
+            return Path.CORE
+        if not self.probe.connection_checked and not await driver.first_connection_allows():
+            return Path.CORE
+        return Path.DRIVER
+
+    async def _executor(self, shape: WriteShape | None = None) -> Executor:
+        driver = self._driver
+        if driver is None or await self.path() is Path.CORE:
+            return self.core
+        if shape is WriteShape.SEVERAL_STATEMENTS and driver.driver.lone_statement_commits:
+            return self.core  # BEGIN ... COMMIT around several statements: SQLAlchemy's
+        return driver
+
+    async def read(self, operation: Operation[T]) -> T:
+        """Run a read; a connection the server dropped earns it one more try."""
+        try:
+            return await (await self._executor()).read(operation)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return await (await self._executor()).read(operation)
+
+    async def write(self, operation: Operation[T], shape: WriteShape) -> T:
+        """Run ``operation`` in one transaction, retrying server-side rollbacks; all or nothing.
+
+        A connection lost before anything could have been committed means nothing was
+        written, so the operation runs once more on a fresh connection; one lost after
+        (during COMMIT, or during a statement that commits by itself) raises
+        ``CommitOutcomeUnknownError`` instead of risking a second copy.
+
+        A cancelled write has settled when the caller sees ``CancelledError``: what is stored
+        then stays so. On the driver executor of aiosqlite and asyncpg the write stops where
+        it is and waits for the server to finish with what was sent (rolled back, or
+        committed if its COMMIT or single statement got there first). Elsewhere (aiomysql,
+        whose protocol a cancellation breaks; Core, which cannot be left mid-transaction)
+        the write runs to its end in its own task.
+        """
+        executor = await self._executor(shape)
+        if executor.settles_cancelled:
+            return await self._retrying(operation, executor)
+        return await settle(self._retrying(operation, executor))
+
+    async def write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """:meth:`write` for an operation on SQLAlchemy's ``AsyncConnection`` (admin)."""
+
+        async def on_core(runner: Runner) -> T:
+            assert isinstance(runner, CoreRunner)
+            return await operation(runner.conn)
+
+        return await settle(self._retrying(on_core, self.core))
+
+    def _writer(self) -> AbstractAsyncContextManager[Any]:
+        if not self._one_writer:
+            return _UNLOCKED
+        loop = asyncio.get_running_loop()
+        lock = self._writer_locks.get(loop)
+        if lock is None:
+            lock = self._writer_locks[loop] = asyncio.Lock()
+        return lock
+
+    async def _retrying(self, operation: Operation[T], executor: Executor) -> T:
+        lost_before = False
+        for attempt in range(MAX_ATTEMPTS):
+            used: list[Runner] = []
+            try:
+                async with self._writer():
+                    return await executor.write(partial(_recording, used, operation))
+            except DBAPIError as exc:
+                if used and used[0].committing and exc.connection_invalidated:
+                    raise CommitOutcomeUnknownError(
+                        "the database connection was lost while committing; the write may or "
+                        "may not have been saved, so it was not retried: read the session "
+                        f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
+                    ) from exc
+                # A connection lost before COMMIT was sent took its transaction with it; one
+                # retry on a fresh connection, since a statement that kills it would again.
+                lost = exc.connection_invalidated
+                if lost and lost_before:
+                    raise
+                lost_before = lost_before or lost
+                if attempt == MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
+                    raise
+                logger.debug("retrying a rolled-back transaction: %s", exc.orig)
+                if not lost:
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+
+async def _recording(used: list[Runner], operation: Operation[T], runner: Runner) -> T:
+    """Run ``operation`` on ``runner``, noting the runner so the caller can see how far it got."""
+    used.append(runner)
+    return await operation(runner)
+
+
+async def settle(operation: Awaitable[T]) -> T:
+    """Await ``operation`` to its end even if the caller is cancelled, then re-raise that.
+
+    A write interrupted half-way would leave its connection mid-transaction; letting it
+    finish makes every call all-or-nothing, as the SDK's own sessions do.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:
+                continue
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the caller's cancellation wins
+        raise
