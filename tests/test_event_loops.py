@@ -40,20 +40,41 @@ def msg(i: int) -> dict[str, Any]:
     return {"role": "user", "content": f"message {i}"}
 
 
-def in_threads(count: int, work: Callable[[int], Coroutine[Any, Any, None]]) -> None:
-    """Run ``work(i)`` in ``count`` threads at once, each in its own event loop; all must finish."""
-    errors: list[str] = []
+class LoopCallError(Exception):
+    """A call in a thread's own loop raised: its text, and whether it was our clear error."""
+
+    def __init__(self, text: str, clear: bool) -> None:
+        super().__init__(text)
+        self.clear = clear
+
+
+def _is_clear_loop_error(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, AgentSessionStoreError)
+        and isinstance(exc, RuntimeError)
+        and "loop" in str(exc)
+    )
+
+
+def in_threads(count: int, work: Callable[[int], Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run ``work(i)`` in ``count`` threads at once, each with ``asyncio.run`` (its own loop).
+
+    Every thread is joined with a timeout: a hang (even in ``asyncio.run``'s own shutdown)
+    fails the test. Returns each thread's result; raises ``LoopCallError`` for the first error.
+    """
+    results: list[Any] = [None] * count
+    errors: list[LoopCallError] = []
     start = threading.Barrier(count)
 
     def main(i: int) -> None:
         try:
             start.wait(JOIN_TIMEOUT)
-            asyncio.run(work(i))
+            results[i] = asyncio.run(work(i))
         except BaseException as exc:
-            # Only the text leaves the thread, and its garbage is collected here: a suspended
+            # Only text leaves the thread, and its garbage is collected here: a suspended
             # greenlet freed from another thread upsets CPython 3.11's recursion counter, and
             # pytest then crashes formatting a later failure (AST recursion depth mismatch).
-            errors.append(f"thread {i}: {exc!r}")
+            errors.append(LoopCallError(f"thread {i}: {exc!r}", _is_clear_loop_error(exc)))
             del exc
         finally:
             gc.collect()
@@ -64,28 +85,35 @@ def in_threads(count: int, work: Callable[[int], Coroutine[Any, Any, None]]) -> 
     for thread in threads:
         thread.join(JOIN_TIMEOUT)
     hung = [t.name for t in threads if t.is_alive()]
-    assert not hung, f"threads still running after {JOIN_TIMEOUT}s: {hung}"
-    assert not errors, errors
+    assert not hung, f"still running after {JOIN_TIMEOUT}s (a hang): {hung}"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def run(call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """``asyncio.run(call())`` as a script would, in a fresh loop, bounded by the timeout."""
+    return in_threads(1, lambda _: call())[0]
 
 
 def test_a_store_that_made_its_engine_serves_asyncio_run_per_call(loop_url: str) -> None:
     store = SessionStore(loop_url)
-    asyncio.run(store.create_tables())
+    run(store.create_tables)
     for i in range(10):
-        asyncio.run(store.add_items("per-call", [msg(i)]))
-    assert asyncio.run(store.get_items("per-call")) == [msg(i) for i in range(10)]
-    assert asyncio.run(store.pop_item("per-call")) == msg(9)
-    assert asyncio.run(store.count_items("per-call")) == 9
-    asyncio.run(store.clear_session("per-call"))
-    assert asyncio.run(store.get_items("per-call")) == []
-    asyncio.run(store.close())
+        run(lambda i=i: store.add_items("per-call", [msg(i)]))
+    assert run(lambda: store.get_items("per-call")) == [msg(i) for i in range(10)]
+    assert run(lambda: store.pop_item("per-call")) == msg(9)
+    assert run(lambda: store.count_items("per-call")) == 9
+    run(lambda: store.clear_session("per-call"))
+    assert run(lambda: store.get_items("per-call")) == []
+    run(store.close)
 
 
 def test_a_store_that_made_its_engine_serves_four_threads_each_with_its_own_loop(
     loop_url: str,
 ) -> None:
     store = SessionStore(loop_url)
-    asyncio.run(store.create_tables())
+    run(store.create_tables)
 
     async def work(i: int) -> None:
         session = store.session(f"thread-{i}")
@@ -96,8 +124,8 @@ def test_a_store_that_made_its_engine_serves_four_threads_each_with_its_own_loop
 
     in_threads(4, work)
     for i in range(4):
-        assert asyncio.run(store.get_items(f"thread-{i}")) == [msg(n) for n in range(4)]
-    asyncio.run(store.close())
+        assert run(lambda i=i: store.get_items(f"thread-{i}")) == [msg(n) for n in range(4)]
+    run(store.close)
 
 
 def test_a_store_on_a_hosts_engine_used_from_another_loop_raises_one_clear_error(
@@ -115,20 +143,12 @@ def test_a_store_on_a_hosts_engine_used_from_another_loop_raises_one_clear_error
         await store.create_tables()
         await store.add_items("host", [msg(0)])
 
-    asyncio.run(first())
-    unclear = None
+    run(first)
     try:
-        items = asyncio.run(asyncio.wait_for(store.get_items("host"), JOIN_TIMEOUT))
-    except AgentSessionStoreError as exc:
-        assert isinstance(exc, RuntimeError), repr(exc)
-        assert "loop" in str(exc), str(exc)
+        items = run(lambda: store.get_items("host"))
+    except LoopCallError as failed:
+        assert failed.clear, f"not one clear error saying the loop is wrong: {failed}"
         return
-    except Exception as exc:
-        # Failed outside the except block: pytest on CPython 3.11 can crash formatting the
-        # greenlet frames of a driver error raised here (AST recursion depth mismatch).
-        unclear = repr(exc)
-    if unclear is not None:
-        pytest.fail(f"not one clear error saying the loop is wrong: {unclear}")
     assert dialect_of(loop_url) == "sqlite", f"another loop used the host's pool: {items}"
     assert items == [msg(0)]
 
@@ -138,7 +158,7 @@ def test_one_sqlite_session_used_from_five_threads_with_their_own_loops_finishes
     tmp_path: Path,
 ) -> None:
     store = SessionStore(f"sqlite+aiosqlite:///{tmp_path / 'threads.db'}")
-    asyncio.run(store.create_tables())
+    run(store.create_tables)
     session = store.session("shared")
 
     async def work(i: int) -> None:
@@ -147,8 +167,8 @@ def test_one_sqlite_session_used_from_five_threads_with_their_own_loops_finishes
         assert len(await session.get_items()) >= 4
 
     in_threads(5, work)
-    items = asyncio.run(session.get_items())
+    items = run(session.get_items)
     assert sorted((item["thread"], item["n"]) for item in items) == [
         (i, n) for i in range(5) for n in range(4)
     ]
-    asyncio.run(store.close())
+    run(store.close)
