@@ -39,3 +39,31 @@ async def test_connections_return_to_the_pool_with_no_open_transaction(db_url: s
                 assert not in_transaction(raw.driver_connection)
             finally:
                 raw.close()
+
+
+async def test_a_burst_of_200_concurrent_sessions_reuses_pooled_connections(db_url: str) -> None:
+    import asyncio
+
+    from sqlalchemy import event
+
+    from agent_session_store.store import POOL_SIZE
+
+    async with SessionStore(db_url) as store:
+        await store.create_tables()
+        opened: list[Any] = []
+        closed: list[Any] = []
+        engine = store.engine.sync_engine
+        event.listen(engine, "connect", lambda *args: opened.append(args))
+        event.listen(engine, "close", lambda *args: closed.append(args))
+
+        async def conversation(n: int) -> None:
+            session = store.session(f"burst-{n}")
+            await session.clear_session()
+            await session.add_items([{"role": "user", "content": f"hi {n}"}])
+            assert await session.get_items() == [{"role": "user", "content": f"hi {n}"}]
+
+        for _ in range(2):  # a second burst finds the first one's connections
+            await asyncio.gather(*(conversation(n) for n in range(200)))
+        limit = 1 if db_url.endswith(":memory:") else POOL_SIZE
+        assert len(opened) <= limit, f"{len(opened)} connections opened for two bursts"
+        assert closed == [], "connections were closed between calls"

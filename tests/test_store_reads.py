@@ -7,9 +7,11 @@ import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store import SessionStore
+from agent_session_store._probe import Path
 from agent_session_store._statements import PAGE as _PAGE
 from agent_session_store.store import HEAD as _HEAD
 
@@ -74,3 +76,33 @@ async def test_pop_item_after_a_streamed_read_removes_the_newest(store: SessionS
     assert len(await session.get_items()) == LONG
     assert await session.pop_item() == msg(LONG - 1)
     assert await session.get_items(limit=1) == [msg(LONG - 2)]
+
+
+async def test_a_full_read_past_2000_items_streams_on_the_driver_path_without_core(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = store.session("long-driver")
+    await session.add_items([msg(i) for i in range(LONG)])
+    through_core: list[Any] = []
+    for name in ("execute", "stream"):
+        original = getattr(AsyncConnection, name)
+
+        async def spy(self: AsyncConnection, *args: Any, _o: Any = original, **kw: Any) -> Any:
+            through_core.append(args[0])
+            return await _o(self, *args, **kw)
+
+        monkeypatch.setattr(AsyncConnection, name, spy)
+    assert store._transport.probe.path() is Path.DRIVER
+    assert await session.get_items() == [msg(i) for i in range(LONG)]
+    assert through_core == [], "the long read went through SQLAlchemy Core"
+    # And the same read on Core (a statement listener forces it) returns the same items.
+    event.listen(store.engine.sync_engine, "before_cursor_execute", _no_op)
+    try:
+        assert await session.get_items() == [msg(i) for i in range(LONG)]
+        assert through_core
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", _no_op)
+
+
+def _no_op(*args: Any) -> None:
+    return None

@@ -19,9 +19,12 @@ from agent_session_store.errors import (
     InvalidIdentifierError,
     InvalidItemError,
     InvalidRecordError,
+    InvalidSessionSettingsError,
     ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
+    StoreClosedError,
+    WrongEventLoopError,
 )
 from agent_session_store.migrate import check, current, downgrade, upgrade
 from agent_session_store.models import (
@@ -47,6 +50,7 @@ __all__ = [
     "InvalidIdentifierError",
     "InvalidItemError",
     "InvalidRecordError",
+    "InvalidSessionSettingsError",
     "ItemTooLargeError",
     "MigrationError",
     "ModelPair",
@@ -57,7 +61,9 @@ __all__ = [
     "SessionPage",
     "SessionSettings",
     "SessionStore",
+    "StoreClosedError",
     "UTCDateTime",
+    "WrongEventLoopError",
     "check",
     "current",
     "downgrade",

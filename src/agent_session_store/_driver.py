@@ -16,7 +16,7 @@ all is decided by ``_probe``; every SQLAlchemy internal read here goes through `
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, ClassVar, TypeVar
 
@@ -52,6 +52,12 @@ class Driver:
         raise NotImplementedError
 
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def pages(
+        self, conn: Any, sql: str, args: tuple[Any, ...], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """The rows of one statement, ``size`` at a time, from a server-side cursor."""
         raise NotImplementedError
 
     async def settle(self, conn: Any) -> None:
@@ -109,6 +115,15 @@ class _Asyncpg(Driver):
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
         await conn.executemany(sql, args)
 
+    async def pages(
+        self, conn: Any, sql: str, args: tuple[Any, ...], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        # asyncpg cursors live in a transaction; one statement, so one snapshot either way.
+        async with conn.transaction(readonly=True):
+            cursor = await conn.cursor(sql, *args)
+            while rows := await cursor.fetch(size):
+                yield rows
+
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.is_closed())
 
@@ -140,6 +155,13 @@ class _Aiosqlite(Driver):
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
         await conn.executemany(sql, args)
 
+    async def pages(
+        self, conn: Any, sql: str, args: tuple[Any, ...], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        async with conn.execute(sql, args) as cursor:
+            while rows := await cursor.fetchmany(size):
+                yield rows
+
     def in_transaction(self, conn: Any) -> bool:
         return bool(conn.in_transaction)
 
@@ -167,6 +189,16 @@ class _Aiomysql(Driver):
         # aiomysql sends an executemany of INSERT ... VALUES as one multi-row INSERT.
         async with conn.cursor() as cursor:
             await cursor.executemany(sql, args)
+
+    async def pages(
+        self, conn: Any, sql: str, args: tuple[Any, ...], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        from aiomysql import SSCursor  # type: ignore[import-untyped]
+
+        async with conn.cursor(SSCursor) as cursor:
+            await cursor.execute(sql, args)
+            while rows := await cursor.fetchmany(size):
+                yield rows
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
@@ -235,6 +267,19 @@ class DriverRunner:
         self._before(stmt)
         try:
             return await self._driver.rows(self.conn, stmt.sql, args)
+        except Exception as exc:
+            raise self._wrap(exc, stmt.sql, args) from exc
+
+    async def pages(
+        self, stmt: Statement, params: Mapping[str, Any], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """Run ``stmt`` and yield its rows ``size`` at a time (a server-side cursor)."""
+        assert stmt.sql is not None
+        args = stmt.args(params)
+        self._before(stmt)
+        try:
+            async for page in self._driver.pages(self.conn, stmt.sql, args, size):
+                yield page
         except Exception as exc:
             raise self._wrap(exc, stmt.sql, args) from exc
 

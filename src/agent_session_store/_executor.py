@@ -14,6 +14,8 @@ with the same statements, results and errors:
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
@@ -49,6 +51,12 @@ class Runner(Protocol):
         """Run ``stmt`` once, or once per parameter set."""
         ...
 
+    def pages(
+        self, stmt: Statement, params: Mapping[str, Any], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """Run ``stmt`` and yield its rows ``size`` at a time (a server-side cursor)."""
+        ...
+
 
 Operation = Callable[[Runner], Awaitable[T]]
 
@@ -60,13 +68,67 @@ class Executor(Protocol):
     #: caller may stop waiting at once; otherwise the write must be let run to its end.
     settles_cancelled: bool
 
-    async def read(self, operation: Operation[T]) -> T:
-        """Run ``operation``, whose statements are reads each atomic by itself."""
+    async def read(self, operation: Operation[T], *, cursor: bool = False) -> T:
+        """Run ``operation``, whose statements are reads each atomic by itself.
+
+        ``cursor``: it reads through a server-side cursor (``Runner.pages``).
+        """
         ...
 
     async def write(self, operation: Operation[T]) -> T:
         """Run ``operation`` in one transaction, committed when it returns."""
         ...
+
+
+class LoopLocks:
+    """One ``asyncio.Lock`` per event loop (a lock is bound to the loop that waits on it)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._locks = weakref.WeakKeyDictionary()
+
+    def get(self) -> asyncio.Lock:
+        """The running loop's lock."""
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
+class ThreadLock:
+    """A lock for tasks of any event loop in any thread (one SQLite ``:memory:`` connection).
+
+    Tasks of one loop queue on that loop's ``asyncio.Lock``; the one holding it then takes a
+    thread lock, at once when no other thread holds it, else waiting in a worker thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_loop = LoopLocks()
+
+    async def acquire(self) -> None:
+        """Take the lock; if cancelled while waiting, it is given back once taken."""
+        in_loop = self._in_loop.get()
+        await in_loop.acquire()
+        if self._lock.acquire(blocking=False):
+            return
+        waiting = asyncio.get_running_loop().run_in_executor(None, self._lock.acquire)
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            waiting.add_done_callback(lambda _done: self._lock.release())
+            in_loop.release()
+            raise
+
+    def release(self) -> None:
+        """Give the lock back (from the loop that took it)."""
+        self._lock.release()
+        self._in_loop.get().release()
+
+    def get(self) -> ThreadLock:
+        """The lock itself (the same interface as :class:`LoopLocks`)."""
+        return self
 
 
 class CoreRunner:
@@ -88,6 +150,14 @@ class CoreRunner:
         """Run ``stmt`` once, or once per parameter set."""
         await self.conn.execute(stmt.core, params)
 
+    async def pages(
+        self, stmt: Statement, params: Mapping[str, Any], size: int
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """Run ``stmt`` and yield its rows ``size`` at a time (a server-side cursor)."""
+        result = await self.conn.stream(stmt.core, params)
+        async for page in result.partitions(size):
+            yield page
+
 
 class Gate(Protocol):
     """What every checkout passes first: the store is open, its schema checked."""
@@ -108,7 +178,7 @@ class CoreExecutor:
         gate: Gate,
         cannot_connect: Callable[[BaseException], Exception],
         *,
-        serial: asyncio.Lock | None,
+        serial: ThreadLock | None,
         unbegun_reads: AsyncEngine | None,
     ) -> None:
         """``serial``: one connection shared by every task (SQLite ``:memory:``).
@@ -122,9 +192,13 @@ class CoreExecutor:
         self._serial = serial
         self._unbegun_reads = unbegun_reads
 
-    async def read(self, operation: Operation[T]) -> T:
-        """Run ``operation`` on a connection whose reads need no transaction of their own."""
-        reads = self._unbegun_reads if self._serial is None else None
+    async def read(self, operation: Operation[T], *, cursor: bool = False) -> T:
+        """Run ``operation`` on a connection whose reads need no transaction of their own.
+
+        With ``cursor``, on the engine itself: PostgreSQL keeps a server-side cursor only
+        inside a transaction.
+        """
+        reads = self._unbegun_reads if self._serial is None and not cursor else None
         async with self.connect(reads) as conn:
             return await operation(CoreRunner(conn))
 
@@ -151,8 +225,9 @@ class CoreExecutor:
         self, engine: AsyncEngine, *, begin: bool
     ) -> AsyncIterator[AsyncConnection]:
         await self._gate()
-        if self._serial is not None:
-            await self._serial.acquire()
+        lock = None if self._serial is None else self._serial.get()
+        if lock is not None:
+            await lock.acquire()
         try:
             conn = engine.connect()
             try:
@@ -168,8 +243,8 @@ class CoreExecutor:
             finally:
                 await conn.close()
         finally:
-            if self._serial is not None:
-                self._serial.release()
+            if lock is not None:
+                lock.release()
 
 
 class DriverExecutor:
@@ -183,7 +258,7 @@ class DriverExecutor:
         gate: Gate,
         cannot_connect: Callable[[BaseException], Exception],
         *,
-        serial: asyncio.Lock | None,
+        serial: ThreadLock | None,
         unbegun_reads: AsyncEngine | None,
     ) -> None:
         """``unbegun_reads``: a second engine for reads, in autocommit mode.
@@ -210,8 +285,11 @@ class DriverExecutor:
         finally:
             await greenlet_spawn(fairy.close)
 
-    async def read(self, operation: Operation[T]) -> T:
-        """Run ``operation``; a read on a driver that begins a transaction ends with ROLLBACK."""
+    async def read(self, operation: Operation[T], *, cursor: bool = False) -> T:
+        """Run ``operation``; a read on a driver that begins a transaction ends with ROLLBACK.
+
+        ``cursor`` changes nothing here: each driver's ``pages`` opens what its cursor needs.
+        """
         engine = self._unbegun_reads or self._engine
         return await self._run(
             engine, operation, commit=False, reads_end_themselves=self._unbegun_reads is not None
@@ -238,8 +316,9 @@ class DriverExecutor:
         reads_end_themselves: bool = False,
     ) -> T:
         await self._gate()
-        if self._serial is not None:
-            await self._serial.acquire()
+        lock = None if self._serial is None else self._serial.get()
+        if lock is not None:
+            await lock.acquire()
         try:
             pool = engine.sync_engine.pool
             fairy = await self._checkout(engine)
@@ -253,5 +332,5 @@ class DriverExecutor:
                 reads_end_themselves=reads_end_themselves,
             )
         finally:
-            if self._serial is not None:
-                self._serial.release()
+            if lock is not None:
+                lock.release()

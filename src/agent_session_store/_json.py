@@ -63,11 +63,12 @@ def check_limit(limit: object) -> int | None:
     return limit
 
 
-def encode_items(items: object) -> list[str]:
+def encode_items(items: object, *, ensure_ascii: bool = False) -> list[str]:
     r"""Encode every item to compact JSON text, or raise before anything is stored.
 
     Text holding a lone surrogate (``"\ud83d"`` cut from an emoji pair) is written with JSON
     escapes instead: UTF-8 cannot carry it, and every driver refused it mid-transaction.
+    With ``ensure_ascii`` every non-ASCII character is escaped (the SDK's default format).
 
     Raises:
         TypeError: ``items`` is not a list, or one of its elements is not a dict.
@@ -80,7 +81,7 @@ def encode_items(items: object) -> list[str]:
         if not isinstance(item, dict):
             raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
         try:
-            text = encode(item)
+            text = _encode_ascii(item) if ensure_ascii else encode(item)
             if not text.isascii() and _has_surrogate(text):
                 text = _encode_ascii(item)
             encoded.append(text)

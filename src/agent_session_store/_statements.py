@@ -143,7 +143,8 @@ class Statements:
 
     def hot(self) -> list[Statement]:
         """The statements this dialect's operations send (all must run on the driver)."""
-        hot = [self.select_head, self.select_tail, self.select_tail_ids, self.exists]
+        hot = [self.select_head, self.stream_all, self.select_tail, self.select_tail_ids]
+        hot.append(self.exists)
         hot += [self.select_tail_before, self.delete_messages, self.delete_session]
         hot += [self.append] if self.append is not None else [self.touch, self.insert]
         hot += [self.pop] if self.pop_returns else [self.select_newest_locked, self.delete_by_id]

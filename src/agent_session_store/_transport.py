@@ -12,7 +12,6 @@ import asyncio
 import enum
 import logging
 import random
-import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
@@ -27,6 +26,7 @@ from agent_session_store._executor import (
     CoreRunner,
     DriverExecutor,
     Executor,
+    LoopLocks,
     Operation,
     Runner,
 )
@@ -67,8 +67,7 @@ class Transport:
         self._driver = driver
         self.probe = probe
         self._one_writer = one_writer
-        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-        self._writer_locks = weakref.WeakKeyDictionary()
+        self._writer_locks = LoopLocks()
 
     async def path(self) -> Path:
         """The executor for an operation starting now (the first call looks at a connection)."""
@@ -87,14 +86,17 @@ class Transport:
             return self.core  # BEGIN ... COMMIT around several statements: SQLAlchemy's
         return driver
 
-    async def read(self, operation: Operation[T]) -> T:
-        """Run a read; a connection the server dropped earns it one more try."""
+    async def read(self, operation: Operation[T], *, cursor: bool = False) -> T:
+        """Run a read; a connection the server dropped earns it one more try.
+
+        ``cursor``: the read goes through a server-side cursor (``Runner.pages``).
+        """
         try:
-            return await (await self._executor()).read(operation)
+            return await (await self._executor()).read(operation, cursor=cursor)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            return await (await self._executor()).read(operation)
+            return await (await self._executor()).read(operation, cursor=cursor)
 
     async def write(self, operation: Operation[T], shape: WriteShape) -> T:
         """Run ``operation`` in one transaction, retrying server-side rollbacks; all or nothing.
@@ -128,11 +130,7 @@ class Transport:
     def _writer(self) -> AbstractAsyncContextManager[Any]:
         if not self._one_writer:
             return _UNLOCKED
-        loop = asyncio.get_running_loop()
-        lock = self._writer_locks.get(loop)
-        if lock is None:
-            lock = self._writer_locks[loop] = asyncio.Lock()
-        return lock
+        return self._writer_locks.get()
 
     async def _retrying(self, operation: Operation[T], executor: Executor) -> T:
         lost_before = False

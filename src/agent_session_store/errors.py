@@ -54,3 +54,25 @@ class MigrationError(AgentSessionStoreError, RuntimeError):
 
 class InvalidRecordError(AgentSessionStoreError, ValueError):
     """An import record is not shaped like the records ``export_sessions`` yields."""
+
+
+class StoreClosedError(AgentSessionStoreError, RuntimeError):
+    """The store was closed (``await store.close()``): none of its operations run any more.
+
+    Closing is final, for the store and every session made from it, so that a shutdown
+    cannot leak connections or let a late write land unnoticed. Make a new store to use
+    the database again.
+    """
+
+
+class WrongEventLoopError(AgentSessionStoreError, RuntimeError):
+    """A host's engine, pooling connections made on one event loop, was used from another.
+
+    asyncpg and aiomysql connections belong to the loop that opened them. Give the store an
+    engine with ``poolclass=NullPool``, make one engine per event loop, or let the store make
+    its engine from a URL (it then keeps one pool per loop).
+    """
+
+
+class InvalidSessionSettingsError(AgentSessionStoreError, TypeError):
+    """``session_settings`` has a key or value that ``SessionSettings`` does not take."""

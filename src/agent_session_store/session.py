@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_session_store._json import check_limit, check_session_id
+from agent_session_store.errors import InvalidSessionSettingsError
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
-from agent_session_store.store import SessionStore
+from agent_session_store.store import SessionStore, check_async_engine
 
 
 @dataclass
@@ -53,10 +54,20 @@ def _settings_class() -> type[Any]:
     return SessionSettings if sdk is None else cast("type[Any]", sdk.SessionSettings)
 
 
+_SETTING_NAMES = frozenset(field.name for field in fields(SessionSettings))
+
+
 def _coerce_settings(value: Any) -> Any:
     if value is None:
-        return None
+        return _settings_class()()
     if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in set(value) - _SETTING_NAMES)
+        if unknown:
+            # A typo ("limt") silently ignored would send the whole history to the model.
+            raise InvalidSessionSettingsError(
+                f"unknown session_settings key(s) {unknown}; SessionSettings takes "
+                f"{sorted(_SETTING_NAMES)} (for example {{'limit': 50}})"
+            )
         # Our rules first: the SDK's pydantic type would quietly turn True or "3" into a limit.
         check_limit(value.get("limit"))
         return _settings_class()(**value)
@@ -86,7 +97,10 @@ class SQLAlchemySession:
         sessions_table: Sessions table name, with ``engine``.
         messages_table: Messages table name, with ``engine``.
         session_settings: The SDK's ``SessionSettings``, a dict such as ``{"limit": 50}``,
-            or None.
+            or None for ``SessionSettings()``. A dict key it does not take raises
+            ``InvalidSessionSettingsError``.
+        ensure_ascii: Store items as ASCII-only JSON (non-ASCII characters as JSON unicode
+            escapes), the SDK's default; False stores UTF-8 text. Reads accept both.
     """
 
     session_id: str
@@ -102,11 +116,13 @@ class SQLAlchemySession:
         sessions_table: str = DEFAULT_SESSIONS_TABLE,
         messages_table: str = DEFAULT_MESSAGES_TABLE,
         session_settings: Any = None,
+        ensure_ascii: bool = True,
     ) -> None:
         self.session_id = check_session_id(session_id)
         if store is None:
             if engine is None:
                 raise TypeError("SQLAlchemySession needs engine= or store=")
+            check_async_engine(engine)
             store = SessionStore.shared(
                 engine, sessions_table=sessions_table, messages_table=messages_table
             )
@@ -115,6 +131,7 @@ class SQLAlchemySession:
         self._store = store
         self._create_tables = create_tables
         self.session_settings = _coerce_settings(session_settings)
+        self._ensure_ascii = bool(ensure_ascii)
 
     @classmethod
     def from_url(
@@ -129,7 +146,8 @@ class SQLAlchemySession:
         """A session on a new engine for ``url``, like the SDK's ``from_url``.
 
         The engine belongs to the caller: dispose it with ``await session.engine.dispose()``.
-        ``kwargs`` takes ``create_tables``, ``sessions_table`` and ``messages_table``.
+        ``kwargs`` takes ``create_tables``, ``sessions_table``, ``messages_table`` and
+        ``ensure_ascii``.
         """
         table_names = {
             key: kwargs.pop(key) for key in ("sessions_table", "messages_table") if key in kwargs
@@ -173,7 +191,7 @@ class SQLAlchemySession:
         """
         if self._create_tables:
             await self._ensure_tables()
-        await self._store.add_items(self.session_id, items)
+        await self._store.add_items(self.session_id, items, ensure_ascii=self._ensure_ascii)
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item, or None if the session is empty."""

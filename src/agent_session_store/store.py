@@ -17,18 +17,18 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import MetaData, Table, event
-from sqlalchemy.engine import URL
+from sqlalchemy import MetaData, Table
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _driver
-from agent_session_store._executor import CoreExecutor, DriverExecutor, Runner
+from agent_session_store import _dialect, _engines
+from agent_session_store._executor import LoopLocks, Runner
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
-from agent_session_store._probe import Probe, schema_map
+from agent_session_store._probe import schema_map
 from agent_session_store._records import Record
-from agent_session_store._statements import Statements
+from agent_session_store._statements import PAGE, Statements
 from agent_session_store._transport import MAX_ATTEMPTS, Transport, WriteShape
 from agent_session_store.admin import (
     ImportResult,
@@ -38,7 +38,7 @@ from agent_session_store.admin import (
     SessionPage,
     StoreAdmin,
 )
-from agent_session_store.errors import DatabaseConnectionError
+from agent_session_store.errors import DatabaseConnectionError, StoreClosedError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("agent_session_store")
 
+#: Connections in the pool of an engine the store makes (per event loop; no overflow).
+POOL_SIZE = 10
 #: A history up to this many items is read in one buffered statement; a longer one is streamed.
 HEAD = 2_000
 
@@ -97,6 +99,7 @@ class SessionStore:
     ) -> None:
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
+        check_async_engine(engine_or_url)
         if isinstance(engine_or_url, AsyncEngine):
             if engine_kwargs:
                 raise TypeError("engine_kwargs only applies when the store is given a URL")
@@ -114,109 +117,92 @@ class SessionStore:
                 # extra ones go idle. Measured: PostgreSQL pops after 40 concurrent sessions
                 # ran at 0.70x the raw driver with FIFO.
                 kwargs.setdefault("pool_use_lifo", True)
-            engine, self._owns_engine = create_async_engine(url, **kwargs), True
+                # Agent workloads come in bursts (a fan-out of many sessions at once). Past
+                # pool_size, SQLAlchemy closes each connection given back while the pool is
+                # full, so overflow meant a connect and a close per call during a burst; a
+                # fixed pool queues the burst on warm connections instead (see
+                # docs/performance.md, "Pool defaults").
+                kwargs.setdefault("pool_size", POOL_SIZE)
+                kwargs.setdefault("max_overflow", 0)
+            engine, self._owns_engine = _engines.owned_engine(url, kwargs), True
         _dialect.configure_sqlite(engine.sync_engine)
 
-        self._engine = engine
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
         self.sessions_table = sessions_table
         self.messages_table = messages_table
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
         self._tables_ready = False
-        self._tables_lock = asyncio.Lock()
+        self._tables_locks = LoopLocks()
         # With check_schema, the first checkout compares the database with the migration head.
         self._schema_pending = check_schema
-        self._schema_lock = asyncio.Lock()
+        self._schema_locks = LoopLocks()
         self._max_packet: int | None = None
-        self._read_engine: AsyncEngine | None = None
         self._statements = Statements(
             self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine)
         )
-        self._transport = self._build_transport(engine, kwargs)
-        self._admin = StoreAdmin(
+        owned = kwargs if self._owns_engine else None
+
+        def bind(on: AsyncEngine) -> _engines.Binding:
+            return _engines.build(
+                on, self._statements, self._gate, self._cannot_connect, owned_kwargs=owned
+            )
+
+        def make() -> _engines.Binding:
+            return bind(_engines.owned_engine(engine.url, kwargs))
+
+        # SQLite :memory: lives in its one connection: every loop shares it.
+        per_loop = self._owns_engine and not isinstance(engine.pool, StaticPool)
+        self._bindings = _engines.Bindings(bind(engine), make if per_loop else None)
+
+    def _current(self) -> _engines.Binding:
+        """The running loop's engine and transport; raises once the store is closed."""
+        if self._closed:
+            raise _closed_error()
+        return self._bindings.current()
+
+    @property
+    def _transport(self) -> Transport:
+        return self._current().transport
+
+    @property
+    def _read_engine(self) -> AsyncEngine | None:
+        return self._bindings.first.read_engine
+
+    def _admin(self) -> StoreAdmin:
+        transport = self._transport
+        return StoreAdmin(
             self.sessions,
             self.messages,
-            dialect_name=engine.dialect.name,
-            connect=self._transport.core.connect,
-            begin=self._transport.core.begin,
-            write=self._transport.write_core,
+            dialect_name=self._bindings.first.engine.dialect.name,
+            connect=transport.core.connect,
+            begin=transport.core.begin,
+            write=transport.write_core,
         )
-
-    def _build_transport(self, engine: AsyncEngine, kwargs: dict[str, Any]) -> Transport:
-        dialect = engine.dialect
-        # One connection shared by every task (SQLite :memory:) must be used by one at a time.
-        serial = asyncio.Lock() if isinstance(engine.pool, StaticPool) else None
-        # PostgreSQL drivers open a transaction with BEGIN and close it with ROLLBACK, two round
-        # trips around a single-statement read that is atomic on its own. Elsewhere that
-        # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
-        core_reads = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if dialect.name == "postgresql"
-            else None
-        )
-        core = CoreExecutor(
-            engine, self._gate, self._cannot_connect, serial=serial, unbegun_reads=core_reads
-        )
-        driver = _driver.driver_for(dialect)
-        probe = Probe(engine.sync_engine, driver, self._statements)
-        executor: DriverExecutor | None = None
-        if driver is not None and probe.fixed_reason is None:
-            executor = DriverExecutor(
-                engine,
-                driver,
-                probe,
-                self._gate,
-                self._cannot_connect,
-                serial=serial,
-                unbegun_reads=self._driver_read_engine(engine, driver, kwargs),
-            )
-        # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
-        # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
-        # 1 ms growing to 100 ms; other processes still meet the busy timeout.
-        one_writer = dialect.name == "sqlite" and serial is None
-        return Transport(core, executor, probe, one_writer=one_writer)
-
-    def _driver_read_engine(
-        self, engine: AsyncEngine, driver: _driver.Driver, kwargs: dict[str, Any]
-    ) -> AsyncEngine | None:
-        """MySQL/MariaDB: a second pool, in autocommit mode, for the driver path's reads.
-
-        A read on a connection with autocommit off (as SQLAlchemy keeps them) opens a
-        transaction that must be ended, a second round trip. Only engines the store made get
-        one; on a host's engine a ROLLBACK follows each read.
-        """
-        if not (self._owns_engine and driver.reads_begin):
-            return None
-        read_engine = create_async_engine(engine.url, **{**kwargs, "isolation_level": "AUTOCOMMIT"})
-
-        # Disposing the engine (``store.engine``, ``session.engine``) closes both pools.
-        def dispose_reads(_engine: Any) -> None:
-            read_engine.sync_engine.dispose()
-
-        event.listen(engine.sync_engine, "engine_disposed", dispose_reads)
-        self._read_engine = read_engine
-        return read_engine
 
     async def _gate(self) -> None:
-        """Run before every checkout: check the schema once, when asked to."""
+        """Run before every checkout: refuse once closed; check the schema once, if asked."""
+        if self._closed:
+            raise _closed_error()
         if self._schema_pending:
             await self._check_schema()
 
     async def _check_schema(self) -> None:
-        async with self._schema_lock:
+        async with self._schema_locks.get():
             if not self._schema_pending:
                 return
             # Imported here: only stores that check pay for importing Alembic.
             from agent_session_store.migrate import check
 
             await check(
-                self._engine, sessions_table=self.sessions_table, messages_table=self.messages_table
+                self.engine, sessions_table=self.sessions_table, messages_table=self.messages_table
             )
             self._schema_pending = False
 
     def _cannot_connect(self, exc: BaseException) -> DatabaseConnectionError:
         # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
-        url = self._engine.url.render_as_string(hide_password=True)
+        url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
         return DatabaseConnectionError(
             f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
@@ -228,8 +214,18 @@ class SessionStore:
 
     @property
     def engine(self) -> AsyncEngine:
-        """The async engine this store runs on."""
-        return self._engine
+        """The async engine this store runs on (in the running event loop, if any).
+
+        A store that made its engine makes one per event loop it is used from; outside any
+        loop this is the first.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._bindings.first.engine
+        if self._closed:
+            return self._bindings.first.engine
+        return self._bindings.current().engine
 
     @property
     def metadata(self) -> MetaData:
@@ -247,7 +243,7 @@ class SessionStore:
         return self.AgentMessage.__table__  # type: ignore[attr-defined,no-any-return]
 
     def __repr__(self) -> str:
-        url = self._engine.url.render_as_string(hide_password=True)
+        url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         return (
             f"<SessionStore url={url!r} sessions_table={self.sessions_table!r} "
             f"messages_table={self.messages_table!r}>"
@@ -261,15 +257,16 @@ class SessionStore:
         Idempotent, and safe when many tasks or processes call it at once. Meant for tests and
         quick starts; production schemas are managed with the shipped Alembic migrations.
         """
+        transport = self._transport
         if self._tables_ready:
             return
-        async with self._tables_lock:
+        async with self._tables_locks.get():
             if self._tables_ready:
                 return
             tables = [self.sessions, self.messages]
             for attempt in range(MAX_ATTEMPTS):
                 try:
-                    async with self._transport.core.begin() as conn:
+                    async with transport.core.begin() as conn:
                         await conn.run_sync(self.metadata.create_all, tables=tables)
                     break
                 except DBAPIError:
@@ -280,11 +277,21 @@ class SessionStore:
             self._tables_ready = True
 
     async def close(self) -> None:
-        """Dispose the engine if the store created it; an engine passed in is left alone."""
+        """Close the store for good; dispose its engines if it made them.
+
+        An engine passed in is left alone (it is the host's). Afterwards every operation of
+        the store and of its sessions raises ``StoreClosedError``; calling ``close`` again
+        does nothing.
+        """
+        if self._closed:
+            closing = self._closing
+            if closing is not None and closing.get_loop() is asyncio.get_running_loop():
+                await asyncio.shield(closing)  # a concurrent close: wait for the first one
+            return
+        self._closed = True
         if self._owns_engine:
-            await self._engine.dispose()
-        if self._read_engine is not None:
-            await self._read_engine.dispose()
+            self._closing = asyncio.ensure_future(self._bindings.dispose_all())
+            await asyncio.shield(self._closing)
 
     async def __aenter__(self) -> SessionStore:
         return self
@@ -299,6 +306,8 @@ class SessionStore:
 
     def session(self, session_id: str, *, session_settings: Any = None) -> SQLAlchemySession:
         """Return the Session-protocol object for ``session_id`` on this store."""
+        if self._closed:
+            raise _closed_error()
         from agent_session_store.session import SQLAlchemySession
 
         return SQLAlchemySession(session_id, store=self, session_settings=session_settings)
@@ -307,6 +316,8 @@ class SessionStore:
 
     async def get_items(self, session_id: str, limit: int | None = None) -> list[Any]:
         """All items of ``session_id`` in order, or the latest ``limit`` in chronological order."""
+        if self._closed:
+            raise _closed_error()
         check_session_id(session_id)
         limit = check_limit(limit)
         if limit == 0:
@@ -323,12 +334,13 @@ class SessionStore:
         del head
         # A long history: stream it, decoding page by page, so that its JSON text and its
         # decoded items are never in memory at once (one statement, one consistent snapshot).
-        items: list[Any] = []
-        async with self._transport.core.connect() as conn:
-            result = await conn.stream(st.stream_all.core, {"sid": session_id})
-            async for page in result.scalars().partitions():
-                items += decode_rows(page, warn)
-        return items
+        async def stream(run: Runner) -> list[Any]:
+            items: list[Any] = []
+            async for page in run.pages(st.stream_all, {"sid": session_id}, PAGE):
+                items += decode_rows((row[0] for row in page), warn)
+            return items
+
+        return await self._transport.read(stream, cursor=True)
 
     async def _tail(self, run: Runner, session_id: str, limit: int) -> list[Any]:
         rows = await run.rows(self._statements.select_tail, {"sid": session_id, "lim": limit})
@@ -352,10 +364,18 @@ class SessionStore:
             items[:0] = decode_rows((row[1] for row in reversed(rows)), warn)
         return items
 
-    async def add_items(self, session_id: str, items: list[Any]) -> None:
-        """Append ``items`` to ``session_id`` atomically, creating the session if needed."""
+    async def add_items(
+        self, session_id: str, items: list[Any], *, ensure_ascii: bool = False
+    ) -> None:
+        """Append ``items`` to ``session_id`` atomically, creating the session if needed.
+
+        ``ensure_ascii``: store ASCII-only JSON (JSON unicode escapes), as the SDK's
+        ``SQLAlchemySession`` does by default; else UTF-8 text.
+        """
+        if self._closed:
+            raise _closed_error()
         check_session_id(session_id)
-        encoded = encode_items(items)
+        encoded = encode_items(items, ensure_ascii=ensure_ascii)
         if not encoded:
             return
         st = self._statements
@@ -382,6 +402,8 @@ class SessionStore:
 
     async def pop_item(self, session_id: str) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
+        if self._closed:
+            raise _closed_error()
         check_session_id(session_id)
         shape = (
             WriteShape.ONE_STATEMENT
@@ -417,6 +439,8 @@ class SessionStore:
 
     async def clear_session(self, session_id: str) -> None:
         """Delete ``session_id``'s row and all its items."""
+        if self._closed:
+            raise _closed_error()
         check_session_id(session_id)
         st, params = self._statements, {"sid": session_id}
 
@@ -443,27 +467,27 @@ class SessionStore:
         self, *, limit: int = 50, cursor: str | None = None, order: Order = "newest"
     ) -> SessionPage:
         """A page of sessions with their item counts; see :meth:`StoreAdmin.list_sessions`."""
-        return await self._admin.list_sessions(limit=limit, cursor=cursor, order=order)
+        return await self._admin().list_sessions(limit=limit, cursor=cursor, order=order)
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""
-        return await self._admin.count_items(session_id)
+        return await self._admin().count_items(session_id)
 
     async def session_info(self, session_id: str) -> SessionInfo | None:
         """The session's timestamps and item count, or None if it does not exist."""
-        return await self._admin.session_info(session_id)
+        return await self._admin().session_info(session_id)
 
     async def delete_sessions(
         self, *, older_than: datetime | timedelta, dry_run: bool = False
     ) -> PruneResult:
         """Delete stale sessions and their items; see :meth:`StoreAdmin.delete_sessions`."""
-        return await self._admin.delete_sessions(older_than=older_than, dry_run=dry_run)
+        return await self._admin().delete_sessions(older_than=older_than, dry_run=dry_run)
 
     def export_sessions(
         self, session_ids: Iterable[str] | None = None, *, batch_size: int = 1000
     ) -> AsyncIterator[Record]:
         """Every session and its items as records; see :meth:`StoreAdmin.export_sessions`."""
-        return self._admin.export_sessions(session_ids, batch_size=batch_size)
+        return self._admin().export_sessions(session_ids, batch_size=batch_size)
 
     async def import_sessions(
         self,
@@ -473,7 +497,7 @@ class SessionStore:
         batch_size: int = 1000,
     ) -> ImportResult:
         """Write exported records into this store; see :meth:`StoreAdmin.import_sessions`."""
-        return await self._admin.import_sessions(records, replace=replace, batch_size=batch_size)
+        return await self._admin().import_sessions(records, replace=replace, batch_size=batch_size)
 
     # -- sharing between SDK-style sessions -------------------------------------------------
 
@@ -497,3 +521,21 @@ class SessionStore:
             store = cls(engine, sessions_table=sessions_table, messages_table=messages_table)
             cls._shared[key] = store
         return store
+
+
+def _closed_error() -> StoreClosedError:
+    return StoreClosedError(
+        "this SessionStore was closed (await store.close()), and so were its sessions; "
+        "nothing was sent. Make a new SessionStore (or session) to use the database again"
+    )
+
+
+def check_async_engine(engine: object) -> None:
+    """Refuse a synchronous ``Engine`` where an ``AsyncEngine`` is needed, saying how to fix it."""
+    if isinstance(engine, Engine):
+        raise TypeError(
+            f"got a synchronous SQLAlchemy Engine ({engine.url.render_as_string()}); the store "
+            "needs an AsyncEngine: use sqlalchemy.ext.asyncio.create_async_engine with an "
+            "async driver (postgresql+asyncpg://, mysql+aiomysql://, sqlite+aiosqlite://), "
+            "or pass the URL itself"
+        )
