@@ -74,9 +74,12 @@ async def _counts(url: str) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def _assert_all_refused(store: SessionStore) -> None:
+async def _close_and_assert_all_refused(store: SessionStore) -> None:
+    """Close ``store``; then each operation, of the store and of a session made before, refuses."""
+    calls = operations(store)  # the application still holds its session objects
+    await store.close()
     refused = closed_error()
-    for name, call in operations(store).items():
+    for name, call in calls.items():
         with pytest.raises(refused) as caught:
             await call()
         assert "close" in str(caught.value), f"{name}: {caught.value}"
@@ -89,8 +92,9 @@ async def test_every_operation_after_close_raises_store_closed_and_writes_nothin
     await store.create_tables()
     await store.add_items("s", [ITEM])
     before = await _counts(shared_db_url)
-    await store.close()
-    await _assert_all_refused(store)
+    await _close_and_assert_all_refused(store)
+    with pytest.raises(closed_error()):
+        store.session("made-after-close")
     assert await _counts(shared_db_url) == before
 
 
@@ -108,8 +112,7 @@ async def test_close_is_idempotent_and_stays_final(shared_db_url: str) -> None:
 async def test_a_store_on_a_hosts_engine_closes_without_disposing_it(engine: AsyncEngine) -> None:
     store = SessionStore(engine)
     await store.create_tables()
-    await store.close()
-    await _assert_all_refused(store)
+    await _close_and_assert_all_refused(store)
     async with engine.connect() as conn:  # the host's engine still works
         assert (await conn.execute(select(func.count()).select_from(store.messages))).scalar() == 0
 
