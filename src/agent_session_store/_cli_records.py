@@ -119,7 +119,8 @@ def erase_user_command(target: Target, user_id: str, yes: bool, batch_size: int)
 
     result = run(target, work())
     if yes:
-        click.echo(f"erased {count(result.sessions, 'session')} ({count(result.items, 'item')}) of {user_id!r}")
+        counts = f"{count(result.sessions, 'session')} ({count(result.items, 'item')})"
+        click.echo(f"erased {counts} of {user_id!r}")
     else:
         click.echo(
             f"would erase {count(result.sessions, 'session')} ({count(result.items, 'item')}) "

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
@@ -232,7 +231,9 @@ class CoreExecutor:
             conn = engine.connect()
             try:
                 await conn.start()
-            except (OSError, asyncio.TimeoutError, DBAPIError) as exc:
+            except Exception as exc:
+                # SQLAlchemy 2.0 lets some drivers' connect errors through unwrapped
+                # (asyncpg's InvalidPasswordError); 2.1 wraps them: either way, say it once.
                 raise self._cannot_connect(exc) from exc
             try:
                 if begin:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy
 from sqlalchemy.engine import Engine
 
 from agent_session_store import _internals
@@ -29,10 +27,6 @@ logger = logging.getLogger("agent_session_store")
 #: ``logging_token``, options of other libraries) sends the engine to Core.
 ALLOWED_EXECUTION_OPTIONS = frozenset({"schema_translate_map"})
 _KNOWN_DRIVERS = "asyncpg, aiosqlite, aiomysql"
-_SQLALCHEMY_VERSION = tuple(
-    int(re.match(r"\d*", part).group() or 0)  # type: ignore[union-attr]
-    for part in sqlalchemy.__version__.split(".")[:3]
-)
 
 
 class Path(enum.Enum):
@@ -65,14 +59,6 @@ def _fixed_reason(engine: Engine, driver: Driver | None, statements: Statements)
     isolation = getattr(dialect, "_on_connect_isolation_level", None)
     if isolation is not None:
         return f"it sets isolation_level={isolation!r}, which the driver path does not reproduce"
-    if (
-        dialect.driver == "aiomysql"
-        and _SQLALCHEMY_VERSION < (2, 0, 50)
-        and _internals.pool_pre_pings(engine.pool)
-    ):
-        # 2.0.38-2.0.49: checking an aiomysql connection out for the driver with pre-ping
-        # fails in the adapter's ping() (measured by engineer A2); Core's checkout does not.
-        return "pool_pre_ping on aiomysql before SQLAlchemy 2.0.50 fails on the driver path"
     if not statements.all_runnable_on_driver():
         return "a statement of the store needs SQLAlchemy's type processing on this dialect"
     return None
