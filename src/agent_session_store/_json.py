@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agent_session_store.errors import InvalidItemError
+from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError, InvalidItemError
 
 MAX_SESSION_ID_LENGTH = 255
 
@@ -33,19 +33,19 @@ def check_session_id(session_id: object) -> str:
             ends with a space.
     """
     if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
+        raise ArgumentTypeError(f"session_id must be a str, not {type(session_id).__name__}")
     if not session_id:
-        raise ValueError("session_id must not be empty")
+        raise InvalidArgumentError("session_id must not be empty")
     if len(session_id) > MAX_SESSION_ID_LENGTH:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"session_id is {len(session_id)} characters long; "
             f"the limit is {MAX_SESSION_ID_LENGTH}"
         )
     if "\x00" in session_id:
-        raise ValueError("session_id must not contain NUL characters")
+        raise InvalidArgumentError("session_id must not contain NUL characters")
     if session_id.endswith(" "):
         # MySQL/MariaDB compare VARCHARs ignoring trailing spaces: "a " would read "a"'s history.
-        raise ValueError(
+        raise InvalidArgumentError(
             f"session_id {session_id!r} ends with a space; MySQL and MariaDB cannot tell it "
             "from the id without the space, so strip it (or choose another id)"
         )
@@ -57,9 +57,9 @@ def check_limit(limit: object) -> int | None:
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+        raise ArgumentTypeError(f"limit must be an int or None, not {type(limit).__name__}")
     if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
     return limit
 
 
@@ -75,11 +75,11 @@ def encode_items(items: object, *, ensure_ascii: bool = False) -> list[str]:
         InvalidItemError: an item holds a value that strict JSON cannot represent.
     """
     if not isinstance(items, list):
-        raise TypeError(f"items must be a list of dicts, not {type(items).__name__}")
+        raise ArgumentTypeError(f"items must be a list of dicts, not {type(items).__name__}")
     encoded: list[str] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
+            raise ArgumentTypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
         try:
             text = _encode_ascii(item) if ensure_ascii else encode(item)
             if not text.isascii() and _has_surrogate(text):

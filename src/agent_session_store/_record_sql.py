@@ -33,7 +33,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from agent_session_store._json import encode
-from agent_session_store.errors import InvalidMetadataError
+from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError, InvalidMetadataError
 from agent_session_store.models import UTCDateTime
 
 #: The largest metadata object, as compact JSON, and the longest key and title.
@@ -193,10 +193,12 @@ class expires_after(FunctionElement[Any]):  # noqa: N801 - reads as a SQL functi
 def seconds_of(ttl: timedelta | int | float) -> int:
     """Whole seconds of a time to live, at least 1."""
     if isinstance(ttl, bool) or not isinstance(ttl, (timedelta, int, float)):
-        raise TypeError(f"ttl must be a timedelta or a number of seconds, not {type(ttl).__name__}")
+        raise ArgumentTypeError(
+            f"ttl must be a timedelta or a number of seconds, not {type(ttl).__name__}"
+        )
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
     if seconds < 1:
-        raise ValueError(f"ttl must be at least one second, got {seconds!r} seconds")
+        raise InvalidArgumentError(f"ttl must be at least one second, got {seconds!r} seconds")
     return int(seconds)
 
 

@@ -38,6 +38,7 @@ from agent_session_store._records import (
     parse_header,
     parse_item,
 )
+from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError
 
 T = TypeVar("T")
 Order = Literal["newest", "oldest"]
@@ -143,9 +144,9 @@ class StoreAdmin:
             ValueError: a bad ``limit`` or ``order``, or a cursor this method did not make.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
+            raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         if order not in ("newest", "oldest"):
-            raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
+            raise InvalidArgumentError(f"order must be 'newest' or 'oldest', got {order!r}")
         s, m = self.sessions, self.messages
         # SQLite keeps timestamps as text, and files written by other tools (the SDK writes
         # "YYYY-MM-DD HH:MM:SS") differ in format from ours: page on the stored text itself,
@@ -327,9 +328,11 @@ def _cutoff(older_than: datetime | timedelta) -> datetime:
         return datetime.now(timezone.utc) - older_than
     if isinstance(older_than, datetime):
         if older_than.tzinfo is None:
-            raise ValueError("older_than is a naive datetime; pass a timezone-aware one")
+            raise InvalidArgumentError("older_than is a naive datetime; pass a timezone-aware one")
         return older_than
-    raise TypeError(f"older_than must be a datetime or timedelta, not {type(older_than).__name__}")
+    raise ArgumentTypeError(
+        f"older_than must be a datetime or timedelta, not {type(older_than).__name__}"
+    )
 
 
 def _encode_cursor(when: datetime | str, session_id: str) -> str:
@@ -346,4 +349,5 @@ def _decode_cursor(cursor: str, raw: bool) -> tuple[datetime | str, str]:
             raise TypeError
         return (when if raw else datetime.fromisoformat(when)), session_id
     except (binascii.Error, ValueError, TypeError):
-        raise ValueError(f"cursor {cursor!r:.40} was not returned by list_sessions") from None
+        message = f"cursor {cursor!r:.40} was not returned by list_sessions"
+        raise InvalidArgumentError(message) from None

@@ -93,3 +93,11 @@ class InvalidSessionSettingsError(AgentSessionStoreError, TypeError):
 
 class UnsupportedDatabaseError(AgentSessionStoreError, ValueError):
     """A database URL names a database or a driver agent-session-store cannot run on."""
+
+
+class InvalidArgumentError(AgentSessionStoreError, ValueError):
+    """An argument has the right type but a value the call cannot take (an empty id, ...)."""
+
+
+class ArgumentTypeError(AgentSessionStoreError, TypeError):
+    """An argument has a type the call does not take (a session id that is not a ``str``, ...)."""

@@ -35,7 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
-from agent_session_store.errors import InvalidIdentifierError
+from agent_session_store.errors import InvalidArgumentError, InvalidIdentifierError
 
 DEFAULT_SESSIONS_TABLE = "agent_sessions"
 DEFAULT_MESSAGES_TABLE = "agent_messages"
@@ -113,7 +113,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given; pass a timezone-aware datetime")
+            raise InvalidArgumentError("naive datetime given; pass a timezone-aware datetime")
         value = value.astimezone(timezone.utc)
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 

@@ -36,7 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from agent_session_store import _dialect, _record_sql
 from agent_session_store._json import check_session_id
 from agent_session_store._records import iso
-from agent_session_store.errors import SessionOwnershipError
+from agent_session_store.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    SessionOwnershipError,
+)
 from agent_session_store.models import session_index_name, utcnow
 
 T = TypeVar("T")
@@ -151,7 +155,7 @@ class SessionRecords:
             if expires_at is not None and (
                 not isinstance(expires_at, datetime) or expires_at.tzinfo is None
             ):
-                raise TypeError("expires_at must be a timezone-aware datetime or None")
+                raise ArgumentTypeError("expires_at must be a timezone-aware datetime or None")
             values["expires_at"] = expires_at
         s = self._s
         owned = s.c.session_id == session_id
@@ -207,9 +211,9 @@ class SessionRecords:
                 bad metadata filter.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
+            raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         if order not in ("newest", "oldest"):
-            raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
+            raise InvalidArgumentError(f"order must be 'newest' or 'oldest', got {order!r}")
         s = self._s
         # SQLite keeps timestamps as text, and files other tools wrote differ in format: page
         # on the stored text itself, so the cursor compares exactly as ORDER BY sorts.
@@ -270,7 +274,7 @@ class SessionRecords:
     ) -> Removed:
         """Delete every session of ``user_id`` and all their items, in bounded batches."""
         if not isinstance(user_id, str) or not user_id:
-            raise ValueError(f"user_id must be a non-empty str, got {user_id!r}")
+            raise InvalidArgumentError(f"user_id must be a non-empty str, got {user_id!r}")
         return await self._remove(self._s.c.user_id == user_id, batch_size, dry_run)
 
     # -- internals ------------------------------------------------------------------------
@@ -312,7 +316,7 @@ class SessionRecords:
         self, condition: Any, batch_size: int, dry_run: bool, *, skip_locked: bool = False
     ) -> Removed:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         s, m = self._s, self._m
         if dry_run:
             joined = s.outerjoin(m, m.c.session_id == s.c.session_id)
@@ -390,7 +394,7 @@ def _now_of(row: Any) -> datetime:
 
 def _aware(value: datetime, what: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {value!r}")
     return value
 
 
@@ -408,4 +412,5 @@ def _decode_cursor(cursor: str, raw: bool) -> tuple[datetime | str, str]:
             raise TypeError
         return (when if raw else datetime.fromisoformat(when)), session_id
     except (binascii.Error, ValueError, TypeError):
-        raise ValueError(f"cursor {cursor!r:.40} was not returned by list_sessions") from None
+        message = f"cursor {cursor!r:.40} was not returned by list_sessions"
+        raise InvalidArgumentError(message) from None

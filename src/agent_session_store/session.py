@@ -16,7 +16,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_session_store._json import check_limit, check_session_id
-from agent_session_store.errors import InvalidSessionSettingsError
+from agent_session_store.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    InvalidSessionSettingsError,
+)
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
 from agent_session_store.records import UNSET, SessionRecord
 from agent_session_store.store import SessionStore, check_async_engine
@@ -76,7 +80,7 @@ def _coerce_settings(value: Any) -> Any:
         settings_class = _settings_class()
         return value if settings_class is SessionSettings else settings_class(limit=value.limit)
     if not hasattr(value, "limit"):
-        raise TypeError(
+        raise ArgumentTypeError(
             "session_settings must be a SessionSettings, a dict or None, "
             f"not {type(value).__name__}"
         )
@@ -129,13 +133,15 @@ class SQLAlchemySession:
         self.session_id = check_session_id(session_id)
         if store is None:
             if engine is None:
-                raise TypeError("SQLAlchemySession needs engine= or store=")
+                raise ArgumentTypeError("SQLAlchemySession needs engine= or store=")
             check_async_engine(engine)
             store = SessionStore.shared(
                 engine, sessions_table=sessions_table, messages_table=messages_table
             )
         elif engine is not None and engine is not store.engine:
-            raise ValueError("engine= and store= name different engines; pass one of them")
+            raise InvalidArgumentError(
+                "engine= and store= name different engines; pass one of them"
+            )
         self._store = store
         self.user_id = user_id
         self._scope = store.scope(user_id, ttl)

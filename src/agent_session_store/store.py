@@ -39,7 +39,7 @@ from agent_session_store.admin import (
     SessionInfo,
     StoreAdmin,
 )
-from agent_session_store.errors import DatabaseConnectionError, StoreClosedError
+from agent_session_store.errors import ArgumentTypeError, DatabaseConnectionError, StoreClosedError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -108,7 +108,7 @@ class SessionStore:
         check_async_engine(engine_or_url)
         if isinstance(engine_or_url, AsyncEngine):
             if engine_kwargs:
-                raise TypeError("engine_kwargs only applies when the store is given a URL")
+                raise ArgumentTypeError("engine_kwargs only applies when the store is given a URL")
             engine, self._owns_engine = engine_or_url, False
         else:
             url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
@@ -620,7 +620,7 @@ def _closed_error() -> StoreClosedError:
 def check_async_engine(engine: object) -> None:
     """Refuse a synchronous ``Engine`` where an ``AsyncEngine`` is needed, saying how to fix it."""
     if isinstance(engine, Engine):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"got a synchronous SQLAlchemy Engine ({engine.url.render_as_string()}); the store "
             "needs an AsyncEngine: use sqlalchemy.ext.asyncio.create_async_engine with an "
             "async driver (postgresql+asyncpg://, mysql+aiomysql://, sqlite+aiosqlite://), "
