@@ -14,9 +14,6 @@ its header::
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -27,13 +24,13 @@ from typing import Any, Literal, Protocol, TypeVar
 from sqlalchemy import String, Table, and_, delete, func, insert, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_session_store._cursor import decode_cursor, encode_cursor
 from agent_session_store._json import check_session_id
 from agent_session_store._records import (
     Record,
     as_async,
     header_record,
     is_header,
-    iso,
     item_record,
     parse_header,
     parse_item,
@@ -159,7 +156,7 @@ class StoreAdmin:
         )
         newest = order == "newest"
         if cursor is not None:
-            after_when, after_id = _decode_cursor(cursor, raw)
+            after_when, after_id = decode_cursor(cursor, raw)
             if newest:
                 later = or_(when < after_when, and_(when == after_when, s.c.session_id < after_id))
             else:
@@ -171,7 +168,7 @@ class StoreAdmin:
             rows = (await conn.execute(stmt.limit(limit + 1))).all()
         page = [SessionInfo(row[0], row[1], row[2], int(row[3])) for row in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
-        next_cursor = None if last is None else _encode_cursor(last[4], last[0])
+        next_cursor = None if last is None else encode_cursor(last[4], last[0])
         return SessionPage(page, next_cursor)
 
     async def count_items(self, session_id: str) -> int:
@@ -333,21 +330,3 @@ def _cutoff(older_than: datetime | timedelta) -> datetime:
     raise ArgumentTypeError(
         f"older_than must be a datetime or timedelta, not {type(older_than).__name__}"
     )
-
-
-def _encode_cursor(when: datetime | str, session_id: str) -> str:
-    key = when if isinstance(when, str) else iso(when)
-    text = json.dumps([key, session_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, raw: bool) -> tuple[datetime | str, str]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, session_id = json.loads(text)
-        if not isinstance(when, str) or not isinstance(session_id, str):
-            raise TypeError
-        return (when if raw else datetime.fromisoformat(when)), session_id
-    except (binascii.Error, ValueError, TypeError):
-        message = f"cursor {cursor!r:.40} was not returned by list_sessions"
-        raise InvalidArgumentError(message) from None

@@ -9,8 +9,6 @@ the statement or transaction that does the work, never a separate read that coul
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -34,8 +32,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_session_store import _dialect, _record_sql
+from agent_session_store._cursor import decode_cursor, encode_cursor
 from agent_session_store._json import check_session_id
-from agent_session_store._records import iso
 from agent_session_store.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
@@ -234,7 +232,7 @@ class SessionRecords:
             stmt = stmt.where(or_(s.c.expires_at.is_(None), s.c.expires_at > utcnow()))
         newest = order == "newest"
         if cursor is not None:
-            after_when, after_id = _decode_cursor(cursor, raw)
+            after_when, after_id = decode_cursor(cursor, raw)
             if newest:
                 later = or_(when < after_when, and_(when == after_when, s.c.session_id < after_id))
             else:
@@ -246,7 +244,7 @@ class SessionRecords:
             rows = (await conn.execute(stmt.limit(limit + 1))).all()
         page = [_record(row) for row in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
-        next_cursor = None if last is None else _encode_cursor(last.sort_key, last.session_id)
+        next_cursor = None if last is None else encode_cursor(last.sort_key, last.session_id)
         return RecordPage(page, next_cursor)
 
     def listing_query(self, **filters: Any) -> Select[Any]:
@@ -396,21 +394,3 @@ def _aware(value: datetime, what: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {value!r}")
     return value
-
-
-def _encode_cursor(when: datetime | str, session_id: str) -> str:
-    key = when if isinstance(when, str) else iso(when)
-    text = json.dumps([key, session_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, raw: bool) -> tuple[datetime | str, str]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, session_id = json.loads(text)
-        if not isinstance(when, str) or not isinstance(session_id, str):
-            raise TypeError
-        return (when if raw else datetime.fromisoformat(when)), session_id
-    except (binascii.Error, ValueError, TypeError):
-        message = f"cursor {cursor!r:.40} was not returned by list_sessions"
-        raise InvalidArgumentError(message) from None

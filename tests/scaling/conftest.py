@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+
+from tests.conftest import reset_database
 
 GALERA_ENV = "AGENT_SESSION_STORE_TEST_GALERA_URLS"
 REQUIRE_ENV = "AGENT_SESSION_STORE_REQUIRE_SERVERS"
@@ -33,12 +32,5 @@ def _urls(env: str, what: str) -> list[str]:
 async def galera_urls() -> list[str]:
     """One URL per Galera node, all on the same (emptied) database."""
     urls = _urls(GALERA_ENV, "Galera")
-    engine = create_async_engine(urls[0], poolclass=NullPool)
-    try:
-        async with engine.begin() as conn:
-            metadata = MetaData()
-            await conn.run_sync(metadata.reflect)
-            await conn.run_sync(metadata.drop_all)
-    finally:
-        await engine.dispose()
+    await reset_database(urls[0])
     return urls

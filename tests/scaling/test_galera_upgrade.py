@@ -14,6 +14,7 @@ import pytest
 
 from agent_session_store import SessionStore, check, current
 from agent_session_store.migrate import head_revision
+from tests.conftest import reset_database
 
 PROCESSES_PER_NODE = 2
 ROUNDS = 3
@@ -85,7 +86,7 @@ async def test_concurrent_upgrades_on_every_galera_node_apply_each_revision_once
     tried = failed = 0
     for round_ in range(ROUNDS):
         if round_:
-            await _empty(galera_urls[0])
+            await reset_database(galera_urls[0])
         ran, failures = await _upgrade_everywhere(galera_urls)
         tried += len(ran) + len(failures)
         failed += len(failures)
@@ -101,17 +102,3 @@ async def test_concurrent_upgrades_on_every_galera_node_apply_each_revision_once
     async with SessionStore(galera_urls[2]) as store:
         assert await store.session("s").get_items() == [{"n": 1}]
 
-
-async def _empty(url: str) -> None:
-    from sqlalchemy import MetaData
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_async_engine(url, poolclass=NullPool)
-    try:
-        async with engine.begin() as conn:
-            metadata = MetaData()
-            await conn.run_sync(metadata.reflect)
-            await conn.run_sync(metadata.drop_all)
-    finally:
-        await engine.dispose()
