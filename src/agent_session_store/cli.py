@@ -34,6 +34,7 @@ from agent_session_store._cli_records import (
     prune_expired,
     record_json,
     record_line,
+    restore_command,
 )
 from agent_session_store._cli_transfer import (
     export_command,
@@ -131,6 +132,7 @@ cli.add_command(export_command)
 cli.add_command(import_command)
 cli.add_command(import_sdk_sqlite_command)
 cli.add_command(erase_user_command)
+cli.add_command(restore_command)
 
 
 # -- pruning ------------------------------------------------------------------------------
