@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, delete, func, insert, literal, select
+from sqlalchemy import BigInteger, Integer, bindparam, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store._json import check_session_id, decode_rows
@@ -61,7 +61,7 @@ class Archive:
             .order_by(a.c.id.desc())
             .limit(1)
         )
-        batch = bindparam("batch", type_=Integer)
+        batch = bindparam("batch", type_=BigInteger)
         self.batch = a.c.session_id == sid, a.c.batch == batch
         self.first_id = select(func.min(a.c.item_id)).where(*self.batch)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Integer,
     bindparam,
     delete,
@@ -58,8 +59,8 @@ class History:
         self._locks = store.engine.dialect.name != "sqlite"
         self._mysql = _dialect.is_mysql(store.engine.dialect)
         sid = bindparam("sid", type_=s.c.session_id.type)
-        after = bindparam("after", type_=Integer)
-        last = bindparam("last", type_=Integer)
+        after = bindparam("after", type_=BigInteger)
+        last = bindparam("last", type_=BigInteger)
         ordered = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id)
         #: The id of the item at 0-based position ``skip``: the last one a rewind keeps.
         self.nth_id = ordered.limit(1).offset(bindparam("skip", type_=Integer))
