@@ -24,7 +24,8 @@ def items(n: int, tag: str = "i") -> list[dict[str, Any]]:
 
 async def archived_rows(store: SessionStore) -> int:
     async with store.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(store.archive_table))).scalar_one())
+        counted = select(func.count()).select_from(store.archive_table)
+        return int((await conn.execute(counted)).scalar_one())
 
 
 async def test_rewind_keeps_the_first_n_items_and_returns_the_rest_in_order(
@@ -126,7 +127,8 @@ async def test_fork_copies_the_history_in_order_and_records_where_it_came_from(
 async def item_ids(store: SessionStore, session_id: str) -> list[int]:
     m = store.messages
     async with store.engine.connect() as conn:
-        rows = await conn.execute(select(m.c.id).where(m.c.session_id == session_id).order_by(m.c.id))
+        ids = select(m.c.id).where(m.c.session_id == session_id).order_by(m.c.id)
+        rows = await conn.execute(ids)
         return [int(r[0]) for r in rows]
 
 
