@@ -124,9 +124,8 @@ async def drop_hot_tables(url: str, main: Path | None) -> None:
 
     for variant in ("off", "on", "main"):
         names = {key: f"{value}_{variant}" for key, value in NAMES.items()}
-        async with SessionStore(url, **names) as store:
-            async with store.engine.begin() as conn:
-                await conn.run_sync(store.metadata.drop_all)
+        async with SessionStore(url, **names) as store, store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
 
 
 def bench_hot(url: str, rounds: int, turns: int, main: Path | None) -> dict[str, float]:
