@@ -25,6 +25,7 @@ from agent_session_store.errors import (
     AgentSessionStoreError,
     DatabaseConnectionError,
     DriverNotInstalledError,
+    SessionOwnershipError,
     UnsupportedDatabaseError,
 )
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
@@ -97,6 +98,8 @@ def explain(exc: BaseException, target: Target) -> CommandError:
         if exc.connection_invalidated or isinstance(exc.orig, OSError):
             return UnreachableError(f"cannot reach the database at {shown}: {reason}")
         return CommandError(f"database error at {shown}: {reason}")
+    if isinstance(exc, SessionOwnershipError):  # an OSError subclass, not the network
+        return CommandError(str(exc))
     if isinstance(exc, OSError) and exc.filename is not None:
         # A file of ours (export -o, import FILE), not the database's network.
         return CommandError(f"{exc.filename}: {exc.strerror or exc}")

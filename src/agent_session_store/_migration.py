@@ -57,7 +57,7 @@ def tables_from_opts(opts: Mapping[str, Any]) -> tuple[str, str]:
 
 #: The newest revision in ``migrations/versions`` (``tests/test_startup.py`` holds them equal).
 #: Known without Alembic, so a command can see that a database is at head without importing it.
-HEAD_REVISION = "agent_session_store_0002"
+HEAD_REVISION = "agent_session_store_0003"
 
 
 def version_table(sessions_table: str) -> str:

@@ -29,6 +29,7 @@ COMMANDS = {
     "import": "agent_session_store._cli_transfer:import_command",
     "import-sdk-sqlite": "agent_session_store._cli_transfer:import_sdk_sqlite_command",
     "prune": "agent_session_store._cli_read:prune_command",
+    "restore": "agent_session_store._cli_records:restore_command",
     "sessions": "agent_session_store._cli_read:sessions_command",
     "show": "agent_session_store._cli_read:show_command",
     "upgrade": "agent_session_store._cli_migrate:upgrade_command",
