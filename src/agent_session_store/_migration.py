@@ -21,6 +21,7 @@ from agent_session_store.models import (
     DEFAULT_SESSIONS_TABLE,
     check_identifier,
     derived_name,
+    keys_table_name,
     make_models,
 )
 
@@ -65,6 +66,11 @@ def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
     pair = make_models(sessions_table=sessions_table, messages_table=messages_table)
     metadata: MetaData = pair.AgentSession.__table__.metadata  # type: ignore[attr-defined]
     return metadata
+
+
+def store_tables(sessions_table: str, messages_table: str) -> tuple[str, str, str]:
+    """Every table of one store: sessions, messages, and the idempotency keys."""
+    return sessions_table, messages_table, keys_table_name(messages_table)
 
 
 def include_only(*tables: str) -> Callable[..., bool]:
