@@ -34,6 +34,8 @@ class CuttingProxy:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.cuts = 0
+        #: After the next cut, refuse every new connection (the server looks down).
+        self.refuse_after_cut = False
         self._arm: _Arm | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -63,6 +65,9 @@ class CuttingProxy:
                 await task
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.refuse_after_cut and self.cuts:
+            client_w.close()
+            return
         server_r, server_w = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), 10
         )

@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agent_session_store import SessionStore
+from agent_session_store import CommitOutcomeUnknownError, SessionStore, _idempotency
 from agent_session_store._probe import Path
 
 from ..conftest import ALL_KINDS
@@ -157,3 +157,26 @@ async def test_an_owner_scoped_add_cut_after_commit_succeeds_and_stores_once(
 
     assert proxy.cuts == 1
     assert await session.get_items() == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_a_lost_commit_while_the_database_stays_unreachable_raises_with_the_key_to_retry(
+    proxied: tuple[SessionStore, CuttingProxy, str],
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, proxy, path = proxied
+    monkeypatch.setattr(_idempotency, "RESOLVE_SECONDS", 0.5)
+    session = store.session("victim")
+    await session.add_items([{"n": 0}])
+    _arm_after_commit(proxy, store, path)
+    proxy.refuse_after_cut = True  # the server is unreachable from then on
+
+    with pytest.raises(CommitOutcomeUnknownError, match="idempotency_key=") as raised:
+        await session.add_items([{"n": 1}])
+
+    key = raised.value.idempotency_key
+    assert key is not None
+    # Once the database is back, the same call with that key settles it: stored once.
+    async with SessionStore(db_url) as direct:
+        await direct.session("victim").add_items([{"n": 1}], idempotency_key=key)
+        assert await direct.session("victim").get_items() == [{"n": 0}, {"n": 1}]
