@@ -74,7 +74,9 @@ class CuttingProxy:
         cut = asyncio.Event()
         awaiting_reply = [False]
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool) -> None:
+        async def pump(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool
+        ) -> None:
             try:
                 while not cut.is_set():
                     data = await reader.read(65536)
