@@ -198,17 +198,29 @@ class SQLAlchemySession:
             await self._ensure_tables()
         return await self._store.get_items(self.session_id, limit, scope=self._scope)
 
-    async def add_items(self, items: list[Any]) -> None:
+    async def add_items(self, items: list[Any], *, idempotency_key: str | None = None) -> None:
         """Append ``items`` in one transaction, creating the session if needed.
+
+        Args:
+            items: The items, in order.
+            idempotency_key: Names this batch (1 to 255 characters): a second call with the
+                same key stores nothing and succeeds. Without one the call gets its own
+                key, so a connection lost at the commit point is settled by the store.
 
         Raises:
             TypeError: ``items`` is not a list of dicts.
             InvalidItemError: an item cannot be encoded as strict JSON. Nothing is stored.
+            CommitOutcomeUnknownError: the connection was lost while committing and the
+                database stayed unreachable; retry with its ``idempotency_key``.
         """
         if self._create_tables:
             await self._ensure_tables()
         await self._store.add_items(
-            self.session_id, items, ensure_ascii=self._ensure_ascii, scope=self._scope
+            self.session_id,
+            items,
+            ensure_ascii=self._ensure_ascii,
+            scope=self._scope,
+            idempotency_key=idempotency_key,
         )
 
     async def pop_item(self) -> Any | None:
