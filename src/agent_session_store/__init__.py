@@ -44,6 +44,7 @@ from agent_session_store.errors import (
 from agent_session_store.models import (
     AgentMessage,
     AgentSession,
+    AgentUsage,
     Base,
     ModelPair,
     UTCDateTime,
@@ -52,6 +53,7 @@ from agent_session_store.models import (
 from agent_session_store.records import RecordPage, Removed, SessionRecord, SessionRecords
 from agent_session_store.session import SessionSettings, SQLAlchemySession
 from agent_session_store.store import SessionStore
+from agent_session_store.usage import RunUsage, UsageLedger, UsageTotals
 
 if TYPE_CHECKING:
     from agent_session_store import migrate
@@ -61,6 +63,7 @@ __all__ = [
     "AgentMessage",
     "AgentSession",
     "AgentSessionStoreError",
+    "AgentUsage",
     "ArgumentTypeError",
     "Base",
     "CommitOutcomeUnknownError",
@@ -79,6 +82,7 @@ __all__ = [
     "PruneResult",
     "RecordPage",
     "Removed",
+    "RunUsage",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
     "SessionInfo",
@@ -91,6 +95,8 @@ __all__ = [
     "StoreClosedError",
     "UTCDateTime",
     "UnsupportedDatabaseError",
+    "UsageLedger",
+    "UsageTotals",
     "WrongEventLoopError",
     "async_url",
     "check",

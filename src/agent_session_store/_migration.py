@@ -22,6 +22,7 @@ from agent_session_store.models import (
     check_identifier,
     derived_name,
     make_models,
+    usage_table_name,
 )
 
 #: The ``context.configure`` option holding ``{"sessions_table": ..., "messages_table": ...}``.
@@ -65,6 +66,11 @@ def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
     pair = make_models(sessions_table=sessions_table, messages_table=messages_table)
     metadata: MetaData = pair.AgentSession.__table__.metadata  # type: ignore[attr-defined]
     return metadata
+
+
+def our_tables(sessions_table: str, messages_table: str) -> tuple[str, ...]:
+    """Every table of ours for these names: sessions, messages, the usage ledger."""
+    return (sessions_table, messages_table, usage_table_name(sessions_table))
 
 
 def include_only(*tables: str) -> Callable[..., bool]:

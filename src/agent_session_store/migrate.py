@@ -316,7 +316,7 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         connection,
         opts={
             "compare_type": True,
-            "include_name": _migration.include_only(sessions, messages),
+            "include_name": _migration.include_only(*_migration.our_tables(sessions, messages)),
         },
     )
     return list(compare_metadata(context, _migration.target_metadata(sessions, messages)))
