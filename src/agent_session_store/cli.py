@@ -40,6 +40,7 @@ from agent_session_store._cli_transfer import (
     import_command,
     import_sdk_sqlite_command,
 )
+from agent_session_store._cli_usage import usage_command
 from agent_session_store.admin import PruneResult
 
 
@@ -131,6 +132,7 @@ cli.add_command(export_command)
 cli.add_command(import_command)
 cli.add_command(import_sdk_sqlite_command)
 cli.add_command(erase_user_command)
+cli.add_command(usage_command)
 
 
 # -- pruning ------------------------------------------------------------------------------
