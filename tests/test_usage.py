@@ -311,3 +311,20 @@ async def test_session_record_usage_after_close_raises_store_closed(db_url: str)
     await store.close()
     with pytest.raises(StoreClosedError):
         await session.record_usage(usage(1, 1))
+
+
+async def test_concurrent_runs_recorded_at_once_are_each_counted_once(store: SessionStore) -> None:
+    import asyncio
+
+    await store.session("busy", user_id="u1").add_items([{"n": 0}])
+    handles = [store.session("busy", user_id="u1") for _ in range(4)]
+
+    async def writer(n: int) -> None:
+        for i in range(10):
+            await handles[n].record_usage(usage(n + 1, i), model=f"m{n}")
+
+    await asyncio.gather(*(writer(n) for n in range(4)))
+    assert [(r.model, r.runs, r.input_tokens, r.output_tokens)
+            for r in await store.usage(group_by="model")] == [
+        (f"m{n}", 10, 10 * (n + 1), sum(range(10))) for n in range(4)
+    ]
