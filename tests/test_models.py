@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from agent_session_store import (
     AgentMessage,
     AgentSession,
+    AgentUsage,
     Base,
     InvalidIdentifierError,
     SessionStore,
@@ -63,7 +64,8 @@ def test_custom_names_derive_foreign_key_index_and_constraint_names() -> None:
     assert messages.primary_key.name == "pk_tenant_a_items"
     # Custom names live on a private base: its metadata holds exactly this store's tables.
     assert set(messages.metadata.tables) == {
-        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive", "tenant_a_items_keys"
+        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive", "tenant_a_items_keys",
+        "tenant_a_sessions_usage",
     }
     archive = pair.AgentArchivedItem.__table__  # type: ignore[attr-defined]
     assert archive.name == "tenant_a_items_archive" and not archive.foreign_keys
@@ -100,6 +102,21 @@ def test_table_names_that_are_not_identifiers_raise_value_error(name: Any) -> No
     assert isinstance(info.value, ValueError)
     with pytest.raises(ValueError, match="messages_table"):
         make_models(messages_table=name)
+
+
+def test_the_usage_model_comes_with_the_pair_named_after_the_sessions_table() -> None:
+    assert make_models().AgentUsage is AgentUsage
+    assert AgentUsage.__table__.metadata is Base.metadata  # type: ignore[attr-defined]
+    pair = make_models(sessions_table="tenant_b_sessions", messages_table="tenant_b_items")
+    usage = pair.AgentUsage.__table__  # type: ignore[attr-defined]
+    assert usage.name == "tenant_b_sessions_usage"
+    assert {ix.name for ix in usage.indexes} == {
+        f"ix_tenant_b_sessions_usage_{suffix}"
+        for suffix in ("created", "user_created", "session_created")
+    }
+    assert not usage.foreign_keys  # billing outlives the session: no cascade from it
+    with pytest.raises(InvalidIdentifierError, match="usage table"):
+        make_models(sessions_table="c_sessions", messages_table="c_sessions_usage")
 
 
 def test_equal_table_names_are_rejected() -> None:
@@ -157,8 +174,10 @@ User.agent_session = relationship(HOST_MODELS.AgentSession)  # type: ignore[attr
 
 def test_models_on_a_host_base_join_the_host_metadata() -> None:
     assert {
-        "host_users", "host_agent_sessions", "host_agent_messages", "host_agent_messages_keys"
+        "host_users", "host_agent_sessions", "host_agent_messages", "host_agent_messages_keys",
+        "host_agent_sessions_usage",
     } <= set(HostBase.metadata.tables)
+    assert issubclass(HOST_MODELS.AgentUsage, HostBase)
     assert issubclass(HOST_MODELS.AgentSession, HostBase)
     assert issubclass(HOST_MODELS.AgentKey, HostBase)
     assert "host_agent_sessions" not in Base.metadata.tables

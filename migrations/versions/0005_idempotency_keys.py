@@ -1,7 +1,7 @@
 """Idempotency keys of add_items batches: a third table, ``<messages_table>_keys``.
 
 Revision ID: agent_session_store_0005
-Revises: agent_session_store_0002
+Revises: agent_session_store_0004
 Create Date: 2026-12-02
 
 One row per batch: ``(session_id, idempotency_key)`` is the primary key that refuses a
@@ -28,7 +28,7 @@ from agent_session_store.migrate import configured_tables
 from agent_session_store.models import UTCDateTime, utcnow
 
 revision: str = "agent_session_store_0005"
-down_revision: str | Sequence[str] | None = "agent_session_store_0003"
+down_revision: str | Sequence[str] | None = "agent_session_store_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

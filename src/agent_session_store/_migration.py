@@ -24,6 +24,7 @@ from agent_session_store.models import (
     derived_name,
     keys_table_name,
     make_models,
+    usage_table_name,
 )
 
 #: The ``context.configure`` option holding ``{"sessions_table": ..., "messages_table": ...}``.
@@ -75,12 +76,13 @@ def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
 
 
 def store_tables(sessions_table: str, messages_table: str) -> tuple[str, ...]:
-    """Every table of one store: sessions, messages, the archive, the idempotency keys."""
+    """Every table of one store: sessions, messages, the archive, the idempotency keys, usage."""
     return (
         sessions_table,
         messages_table,
         archive_table_name(messages_table),
         keys_table_name(messages_table),
+        usage_table_name(sessions_table),
     )
 
 

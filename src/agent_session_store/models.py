@@ -1,10 +1,10 @@
-"""Declarative models, column types and naming rules for the two tables.
+"""Declarative models, column types and naming rules for our tables.
 
 The default pair, :class:`AgentSession` and :class:`AgentMessage`, lives on this package's
-:class:`Base`. :func:`make_models` builds (once, then caches) a pair with other table names,
-or on a host application's declarative base so that the host's metadata, relationships and
-Alembic autogenerate see our tables. Every foreign key, index and constraint name is derived
-from the configured table names.
+:class:`Base` with the usage ledger's :class:`AgentUsage`. :func:`make_models` builds (once,
+then caches) a pair with other table names, or on a host application's declarative base so
+that the host's metadata, relationships and Alembic autogenerate see our tables. Every
+foreign key, index and constraint name is derived from the configured table names.
 """
 
 from __future__ import annotations
@@ -102,6 +102,25 @@ def session_index_name(sessions_table: str, suffix: str) -> str:
     return derived_name("ix", sessions_table, suffix)
 
 
+def usage_table_name(sessions_table: str) -> str:
+    """Name of the usage ledger's table (revision 0004), derived from the sessions table's."""
+    return derived_name(sessions_table, "usage")
+
+
+#: The usage table's indexes: suffix of the name, then the columns. Each aggregation filters
+#: on one of owner, session or time and reads a range of ``created_at``.
+USAGE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("created", ("created_at",)),
+    ("user_created", ("user_id", "created_at")),
+    ("session_created", ("session_id", "created_at")),
+)
+
+
+def usage_index_name(usage_table: str, suffix: str) -> str:
+    """Name of one of the usage table's indexes, derived from the table's name."""
+    return derived_name("ix", usage_table, suffix)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on every dialect.
 
@@ -180,6 +199,12 @@ UserId = SessionId
 IdempotencyKey = SessionId
 #: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
 TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+#: A model's name in the usage ledger: ``VARCHAR(255)``, compared case-sensitively like ids.
+ModelName = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+#: A token count: ``BIGINT`` (a busy tenant passes 2**31 tokens in a month).
+TokenCount = BigInteger()
 #: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
 MetadataJSON = JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True), "postgresql"
@@ -310,12 +335,43 @@ class AgentKeyColumns:
         )
 
 
-class ModelPair(NamedTuple):
-    """The two declarative classes of one configured pair of tables.
+class AgentUsageColumns:
+    """Columns of the usage ledger: one row per recorded run (``record_usage``).
 
-    The archive's model is :attr:`AgentArchivedItem` and the batches' idempotency keys' model
-    :attr:`AgentKey` (properties, kept out of the tuple so that
-    ``AgentSession, AgentMessage = make_models()`` unpacks).
+    There is no foreign key to the sessions table on purpose: billing outlives the
+    conversation (``clear_session``, expiry and ``prune`` keep these rows), and ``user_id``
+    is copied from the session when the row is written so that it keeps its owner after the
+    session is gone. ``erase_user`` deletes a user's rows. ``cached_tokens`` and
+    ``reasoning_tokens`` are NULL when the run did not report them.
+    """
+
+    id: Mapped[int] = mapped_column(
+        MessageId, primary_key=True, autoincrement=True, sort_order=-1
+    )
+    session_id: Mapped[str] = mapped_column(SessionId, nullable=False)
+    user_id: Mapped[str | None] = mapped_column(UserId, nullable=True)
+    model: Mapped[str | None] = mapped_column(ModelName, nullable=True)
+    requests: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    input_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    output_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    total_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    cached_tokens: Mapped[int | None] = mapped_column(TokenCount, nullable=True)
+    reasoning_tokens: Mapped[int | None] = mapped_column(TokenCount, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
+
+
+class ModelPair(NamedTuple):
+    """The declarative classes of one configured pair of tables.
+
+    It unpacks as the two history models (``ChatSession, ChatMessage = make_models(...)``);
+    the models built with them on the same base are properties: the archive's
+    :attr:`AgentArchivedItem`, the batches' idempotency keys' :attr:`AgentKey` and the usage
+    ledger's :attr:`AgentUsage`.
     """
 
     AgentSession: type[AgentSessionColumns]
@@ -331,10 +387,16 @@ class ModelPair(NamedTuple):
         """The idempotency keys model of this pair (table ``<messages_table>_keys``)."""
         return _key_models[self.AgentMessage]
 
+    @property
+    def AgentUsage(self) -> type[AgentUsageColumns]:  # noqa: N802 - a class, like the others
+        """The usage ledger's model (table ``<sessions_table>_usage``)."""
+        return _usage_models[self.AgentSession]
+
 
 _cache: dict[tuple[type[Any], str, str], ModelPair] = {}
 _archives: dict[type[Any], type[ArchivedItemColumns]] = {}
 _key_models: dict[type[Any], type[AgentKeyColumns]] = {}
+_usage_models: dict[type[Any], type[AgentUsageColumns]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -345,6 +407,9 @@ def make_models(
     messages_table: str = DEFAULT_MESSAGES_TABLE,
 ) -> ModelPair:
     """Return the declarative model pair for these table names on ``base``.
+
+    The usage ledger's model (``<sessions_table>_usage``) is built with the pair, on the same
+    base, and reached as ``make_models(...).AgentUsage``.
 
     Calls with the same arguments return the same classes. With ``base=None`` the default names
     give this package's :class:`AgentSession`/:class:`AgentMessage`, and other names a pair on
@@ -364,6 +429,11 @@ def make_models(
     check_identifier(messages_table, "messages_table")
     if sessions_table == messages_table:
         raise InvalidIdentifierError("sessions_table and messages_table must differ")
+    if messages_table == usage_table_name(sessions_table):
+        raise InvalidIdentifierError(
+            f"messages_table {messages_table!r} is the name of the usage table of sessions "
+            f"table {sessions_table!r}; choose another"
+        )
     default_names = (sessions_table, messages_table) == (
         DEFAULT_SESSIONS_TABLE,
         DEFAULT_MESSAGES_TABLE,
@@ -480,7 +550,30 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
             },
         ),
     )
+    _usage_models[session_cls] = _build_usage(base, usage_table_name(sessions_table), suffix)
     return ModelPair(session_cls, message_cls)
 
 
+def _build_usage(base: type[Any], usage_table: str, suffix: str) -> type[AgentUsageColumns]:
+    return cast(
+        "type[AgentUsageColumns]",
+        type(
+            f"AgentUsage{suffix}",
+            (AgentUsageColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": usage_table,
+                "__table_args__": (
+                    *(
+                        Index(usage_index_name(usage_table, suffix), *columns)
+                        for suffix, columns in USAGE_INDEXES
+                    ),
+                    {"sqlite_autoincrement": True, **_TABLE_OPTIONS},
+                ),
+            },
+        ),
+    )
+
+
 AgentSession, AgentMessage = make_models()
+AgentUsage = make_models().AgentUsage

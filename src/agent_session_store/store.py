@@ -48,10 +48,12 @@ from agent_session_store.models import (
     AgentKeyColumns,
     AgentMessageColumns,
     AgentSessionColumns,
+    AgentUsageColumns,
     ArchivedItemColumns,
     make_models,
 )
 from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
+from agent_session_store.usage import GroupBy, RunUsage, UsageLedger, UsageTotals
 
 if TYPE_CHECKING:
     from agent_session_store.session import SQLAlchemySession
@@ -155,6 +157,7 @@ class SessionStore:
         self.AgentArchivedItem: type[ArchivedItemColumns] = models.AgentArchivedItem
         self.AgentKey: type[AgentKeyColumns] = models.AgentKey
         self.idempotency_keys = bool(idempotency_keys)
+        self.AgentUsage: type[AgentUsageColumns] = models.AgentUsage
         self.sessions_table = sessions_table
         self.messages_table = messages_table
         self._closed = False
@@ -214,9 +217,15 @@ class SessionStore:
     @property
     def records(self) -> SessionRecords:
         """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
+        engine = self._current().engine
         return SessionRecords(
-            self._current().engine, self.sessions, self.messages, archive=self.archive_table
+            engine, self.sessions, self.messages, archive=self.archive_table, usage=self.usage_table
         )
+
+    @property
+    def ledger(self) -> UsageLedger:
+        """The usage ledger (``record_usage``, ``usage``), on the running loop's engine."""
+        return UsageLedger(self._current().engine, self.usage_table, self.sessions)
 
     def _admin(self) -> StoreAdmin:
         transport = self._transport
@@ -300,6 +309,11 @@ class SessionStore:
         """The idempotency keys ``Table`` (``<messages_table>_keys``)."""
         return self.AgentKey.__table__  # type: ignore[attr-defined,no-any-return]
 
+    @property
+    def usage_table(self) -> Table:
+        """The usage ledger's ``Table`` (``<sessions_table>_usage``)."""
+        return self.AgentUsage.__table__  # type: ignore[attr-defined,no-any-return]
+
     def __repr__(self) -> str:
         url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         return (
@@ -321,7 +335,7 @@ class SessionStore:
         async with self._tables_locks.get():
             if self._tables_ready:
                 return
-            tables = [self.sessions, self.messages, self.archive_table, self.keys]
+            tables = [self.sessions, self.messages, self.archive_table, self.keys, self.usage_table]
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     async with transport.core.begin() as conn:
@@ -746,6 +760,38 @@ class SessionStore:
         if not dry_run:
             await self._archiver.purge_user(user_id)
         return removed
+
+    async def record_usage(
+        self,
+        session_id: str,
+        result_or_usage: Any,
+        *,
+        model: str | None = None,
+        user_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> RunUsage:
+        """Write one usage row for a run of ``session_id``; see :meth:`UsageLedger.record`.
+
+        ``created_at`` (an aware datetime) backfills a run recorded elsewhere; by default
+        the row takes the database's clock, like every other timestamp.
+        """
+        return await self.ledger.record(
+            session_id, result_or_usage, model=model, user_id=user_id, created_at=created_at
+        )
+
+    async def usage(
+        self,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: GroupBy | None = None,
+    ) -> list[UsageTotals]:
+        """Sums of the usage ledger, grouped in SQL; see :meth:`UsageLedger.totals`."""
+        return await self.ledger.totals(
+            user_id=user_id, session_id=session_id, since=since, until=until, group_by=group_by
+        )
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""
