@@ -58,7 +58,9 @@ class ScopedOperations:
             texts = [row[0] for row in rows]
             return decode_rows(texts if limit is None else reversed(texts), warn)
 
-        result: list[Any] = await self._store._transport.read(read)
+        result: list[Any] = await self._store._read(
+            session_id, lambda on: on.transport.read(read)
+        )
         return result
 
     async def add_items(self, session_id: str, encoded: list[str], scope: Scope) -> None:
@@ -74,7 +76,7 @@ class ScopedOperations:
                     state = await link.rows(st.state, params)
                     refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
 
-            await store._transport.write(append, WriteShape.ONE_STATEMENT)
+            await store._write(session_id, append, WriteShape.ONE_STATEMENT)
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
 
@@ -93,7 +95,7 @@ class ScopedOperations:
             await link.run(st.touch, params)
             await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
 
-        await store._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
+        await store._write(session_id, add, WriteShape.SEVERAL_STATEMENTS)
 
     async def pop_item(self, session_id: str, scope: Scope) -> Any | None:
         """Remove and return the newest item this scope may see, or None."""
@@ -119,7 +121,7 @@ class ScopedOperations:
         one = not self._mysql and store._statements.pop_returns
         shape = WriteShape.ONE_STATEMENT if one else WriteShape.SEVERAL_STATEMENTS
         while True:
-            text = await store._transport.write(pop, shape)
+            text = await store._write(session_id, pop, shape)
             if text is None:
                 return None
             if text is _RETRY:
@@ -138,4 +140,4 @@ class ScopedOperations:
             await link.run(st.delete_messages, params)
             await link.run(st.delete_session, params)
 
-        await store._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
+        await store._write(session_id, clear, WriteShape.SEVERAL_STATEMENTS)

@@ -94,10 +94,18 @@ class SessionRecords:
         engine: The store's engine.
         sessions: The sessions table.
         messages: The messages table.
+        wrote: Called after each write ends (the store's replica reads wait for it).
     """
 
-    def __init__(self, engine: AsyncEngine, sessions: Table, messages: Table) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: Table,
+        messages: Table,
+        wrote: Callable[[], None] | None = None,
+    ) -> None:
         self._engine, self._s, self._m = engine, sessions, messages
+        self._wrote = wrote
         self._dialect = engine.dialect
 
     # -- one session ----------------------------------------------------------------------
@@ -346,6 +354,13 @@ class SessionRecords:
                 return Removed(sessions, items)
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        try:
+            return await self._write_retrying(operation)
+        finally:
+            if self._wrote is not None:
+                self._wrote()
+
+    async def _write_retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._engine.begin() as conn:
