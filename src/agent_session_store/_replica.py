@@ -205,23 +205,22 @@ class ReplicaReads:
             return True
         seen = freshness.observation(owed)
         if seen is None:
+            # Both positions at once, one round trip each on two servers: the replay position
+            # may be read first, since it only grows.
             ended = freshness.ended()
-            position = await _scalar(primary, self._primary_position)
+            position, replayed = await asyncio.gather(
+                _scalar(primary, self._primary_position), self._replayed(replica)
+            )
             seen = (ended, position or 0)
             freshness.observe(*seen)
+        else:
+            replayed = await self._replayed(replica)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
         pause, waited = 0.001, False
         while True:
-            try:
-                replayed = await _scalar(replica, self._replay_position)
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._unavailable(exc)
-                return False
-            if replayed is None:  # not in recovery: a primary, or a promoted standby
-                self._unavailable(None)
+            if replayed is None or isinstance(replayed, BaseException):
+                self._unavailable(replayed)  # None: not in recovery (a primary, or promoted)
                 return False
             if replayed >= seen[1]:
                 freshness.replayed(seen[0])
@@ -233,6 +232,16 @@ class ReplicaReads:
             waited = True
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.01)
+            replayed = await self._replayed(replica)
+
+    async def _replayed(self, replica: Binding) -> int | BaseException | None:
+        """The replica's replay position; the error, if it says the replica cannot serve."""
+        try:
+            return await _scalar(replica, self._replay_position)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return exc
 
     def _unavailable(self, exc: BaseException | None) -> None:
         self.stats.primary_unavailable += 1
