@@ -7,14 +7,19 @@ right, from the primary.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agent_session_store import SessionStore
+from agent_session_store import SessionStore, _transport
 from agent_session_store._replica import Freshness
-from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError
+from agent_session_store.errors import (
+    ArgumentTypeError,
+    DatabaseConnectionError,
+    InvalidArgumentError,
+)
 from tests.conftest import dialect_of
 
 
@@ -100,3 +105,19 @@ def test_freshness_remembers_a_bounded_number_of_sessions_and_owes_the_forgotten
     assert fresh.tracked == 2  # s9 is visible: no longer remembered
     fresh.wrote(None)  # a write over many sessions (prune, import)
     assert fresh.owed("s1") == 11
+
+
+async def test_a_multi_host_url_without_a_primary_fails_once_the_retry_deadline_passes(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if dialect_of(db_url) != "postgresql":
+        pytest.skip("multi-host URLs are a PostgreSQL (asyncpg) feature")
+    monkeypatch.setattr(_transport, "RETRY_DEADLINE_S", 0.5)
+    ports = [_closed_port_url().rsplit(":", 1)[1].split("/")[0] for _ in range(2)]
+    hosts = "&".join(f"host=127.0.0.1:{port}" for port in ports)
+    url = f"postgresql+asyncpg://postgres@/nothing?{hosts}&target_session_attrs=read-write"
+    async with SessionStore(url) as store:
+        with pytest.raises(DatabaseConnectionError, match="cannot connect"):
+            await asyncio.wait_for(store.add_items("s", [{"n": 1}]), timeout=30)
+        with pytest.raises(DatabaseConnectionError, match="cannot connect"):
+            await asyncio.wait_for(store.get_items("s"), timeout=30)

@@ -132,10 +132,20 @@ class Transport:
         whose protocol a cancellation breaks; Core, which cannot be left mid-transaction)
         the write runs to its end in its own task.
         """
-        executor = await self._executor(shape)
+        executor = await self._first_connect(shape)
         if executor.settles_cancelled:
             return await self._retrying(operation, executor)
         return await settle(self._retrying(operation, executor))
+
+    async def _first_connect(self, shape: WriteShape) -> Executor:
+        # The first call looks at a connection (the probe): during a failover, wait there too.
+        wait = _PrimaryWait(self.retry_deadline)
+        while True:
+            try:
+                return await self._executor(shape)
+            except DatabaseConnectionError:
+                if not self._waits_for_primary or not await wait.pause():
+                    raise
 
     async def write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """:meth:`write` for an operation on SQLAlchemy's ``AsyncConnection`` (admin)."""
