@@ -201,9 +201,12 @@ class SessionStore:
         engine = _replica.replica_engine(primary, replica, kwargs if self._owns_engine else None)
         owned = kwargs if self._owns_engine else None
 
+        def cannot_connect(exc: BaseException) -> DatabaseConnectionError:
+            return self._cannot_connect(exc, engine)
+
         def bind(on: AsyncEngine) -> _engines.Binding:
             return _engines.build(
-                on, self._statements, self._gate, self._cannot_connect, owned_kwargs=owned
+                on, self._statements, self._gate, cannot_connect, owned_kwargs=owned
             )
 
         def make() -> _engines.Binding:
@@ -289,9 +292,11 @@ class SessionStore:
             )
             self._schema_pending = False
 
-    def _cannot_connect(self, exc: BaseException) -> DatabaseConnectionError:
+    def _cannot_connect(
+        self, exc: BaseException, engine: AsyncEngine | None = None
+    ) -> DatabaseConnectionError:
         # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
-        url = self._bindings.first.engine.url.render_as_string(hide_password=True)
+        url = (engine or self._bindings.first.engine).url.render_as_string(hide_password=True)
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
         return DatabaseConnectionError(
             f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
