@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,12 +60,14 @@ class ReplicaStats:
             session's last write within the wait.
         primary_unavailable: Reads sent to the primary because the replica failed (down,
             not a standby, a recovery conflict).
+        positions: WAL position queries sent to the primary (shared by concurrent reads).
     """
 
     replica: int = 0
     waited: int = 0
     primary_behind: int = 0
     primary_unavailable: int = 0
+    positions: int = 0
 
     @property
     def reads(self) -> int:
@@ -176,6 +179,9 @@ class ReplicaReads:
         self._primary_position = _position(dialect, _PRIMARY_POSITION)
         self._replay_position = _position(dialect, _REPLAY_POSITION)
         self._warned = False
+        self._pending: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[int, asyncio.Task[int | None]]
+        ] = weakref.WeakKeyDictionary()
 
     def wrote(self, session_id: str | None) -> None:
         """Note a write of ``session_id`` (EVERY_SESSION for one over many sessions)."""
@@ -207,9 +213,9 @@ class ReplicaReads:
         if seen is None:
             # Both positions at once, one round trip each on two servers: the replay position
             # may be read first, since it only grows.
-            ended = freshness.ended()
+            ended, asked = self._asking(owed, primary)
             position, replayed = await asyncio.gather(
-                _scalar(primary, self._primary_position), self._replayed(replica)
+                asyncio.shield(asked), self._replayed(replica)
             )
             seen = (ended, position or 0)
             freshness.observe(*seen)
@@ -233,6 +239,30 @@ class ReplicaReads:
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.01)
             replayed = await self._replayed(replica)
+
+    def _asking(self, owed: int, primary: Binding) -> tuple[int, asyncio.Task[int | None]]:
+        """The primary position query that covers write ``owed``: one in flight, or a new one.
+
+        Concurrent reads of this loop share it, so a burst of reads after a burst of writes
+        asks the primary once.
+        """
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(loop)
+        if pending is not None and pending[0] >= owed and not pending[1].done():
+            return pending
+        ended = self.freshness.ended()
+        task = loop.create_task(_scalar(primary, self._primary_position))
+        asked = self._pending[loop] = (ended, task)
+        self.stats.positions += 1
+
+        def forget(_task: asyncio.Task[int | None]) -> None:
+            if self._pending.get(loop) is asked:
+                del self._pending[loop]
+            if not _task.cancelled():
+                _task.exception()  # each reader re-raises it; none is left unretrieved
+
+        task.add_done_callback(forget)
+        return asked
 
     async def _replayed(self, replica: Binding) -> int | BaseException | None:
         """The replica's replay position; the error, if it says the replica cannot serve."""

@@ -70,7 +70,8 @@ async def test_own_writes_read_through_the_replica_are_never_stale(
             f"{len(stale)} stale; replica served {stats.replica} of {stats.reads} reads "
             f"({stats.replica_fraction:.0%}; {stats.waited} waited for replay), "
             f"primary: {stats.primary_behind} replica behind, {stats.primary_unavailable} "
-            f"unavailable; reading the replica directly right after the write: "
+            f"unavailable; {stats.positions} primary WAL position queries; "
+            f"reading the replica directly right after the write: "
             f"{direct_stale}/{cycles_run} stale"
         )
         assert stale == []
