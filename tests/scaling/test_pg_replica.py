@@ -161,3 +161,22 @@ async def test_pop_and_clear_are_seen_by_the_next_read(pg_replica_urls: tuple[st
             assert await store.get_items(session_id, limit=1) == [_item(session_id, 0)]
             await store.clear_session(session_id)
             assert await store.get_items(session_id) == []
+
+
+async def test_owner_bound_handles_and_long_histories_read_fresh_on_the_replica(
+    pg_replica_urls: tuple[str, str],
+) -> None:
+    primary, replica = pg_replica_urls
+    async with SessionStore(primary, replica=replica) as store:
+        await store.create_tables()
+        owned = store.session("owned", user_id="alice")
+        for n in range(30):
+            await owned.add_items([_item("owned", n)])
+            assert await owned.get_items(limit=1) == [_item("owned", n)]
+        # Longer than one buffered read (2,000 items): streamed through a server-side cursor.
+        long = [_item("long", n) for n in range(2_500)]
+        await store.add_items("long", long)
+        assert await store.get_items("long") == long
+        stats = store.replica_stats
+        # 30 tail reads; the long one is a buffered head read, then the streamed read.
+        assert stats is not None and stats.reads == 32 and stats.replica > 0
