@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store import _dialect, _migration
+from agent_session_store.models import archive_table_name
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -42,7 +43,9 @@ VERSION_TABLE = _migration.version_table(SESSIONS_TABLE)
 def configure_options() -> dict[str, Any]:
     return {
         "target_metadata": _migration.target_metadata(SESSIONS_TABLE, MESSAGES_TABLE),
-        "include_name": _migration.include_only(SESSIONS_TABLE, MESSAGES_TABLE),
+        "include_name": _migration.include_only(
+            SESSIONS_TABLE, MESSAGES_TABLE, archive_table_name(MESSAGES_TABLE)
+        ),
         "version_table": VERSION_TABLE,
         "transaction_per_migration": True,
         "compare_type": True,

@@ -34,7 +34,8 @@ def test_default_models_use_the_sdk_table_and_column_names() -> None:
     sessions = AgentSession.__table__  # type: ignore[attr-defined]
     messages = AgentMessage.__table__  # type: ignore[attr-defined]
     assert list(sessions.c.keys()) == [
-        "session_id", "created_at", "updated_at", "user_id", "title", "metadata", "expires_at"
+        "session_id", "created_at", "updated_at", "user_id", "title", "metadata", "expires_at",
+        "forked_from_session_id", "forked_from_item_id",
     ]
     assert AgentSession.session_metadata.property.columns[0].name == "metadata"
     assert {ix.name for ix in sessions.indexes} == {
@@ -60,8 +61,18 @@ def test_custom_names_derive_foreign_key_index_and_constraint_names() -> None:
     assert fk.constraint.name == "fk_tenant_a_items_session_id_tenant_a_sessions"
     assert {ix.name for ix in messages.indexes} == {"idx_tenant_a_items_session_id"}
     assert messages.primary_key.name == "pk_tenant_a_items"
-    # Custom names live on a private base: its metadata holds exactly these two tables.
-    assert set(messages.metadata.tables) == {"tenant_a_sessions", "tenant_a_items"}
+    # Custom names live on a private base: its metadata holds exactly these tables.
+    assert set(messages.metadata.tables) == {
+        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive"
+    }
+    archive = pair.AgentArchivedItem.__table__  # type: ignore[attr-defined]
+    assert archive.name == "tenant_a_items_archive" and not archive.foreign_keys
+    assert archive.primary_key.name == "pk_tenant_a_items_archive"
+    assert {ix.name for ix in archive.indexes} == {
+        "ix_tenant_a_items_archive_session",
+        "ix_tenant_a_items_archive_user",
+        "ix_tenant_a_items_archive_archived",
+    }
 
 
 def test_derived_names_stay_within_63_characters_and_distinct() -> None:

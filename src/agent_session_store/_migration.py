@@ -55,6 +55,11 @@ def tables_from_opts(opts: Mapping[str, Any]) -> tuple[str, str]:
     return table_names(names.get("sessions_table"), names.get("messages_table"))
 
 
+#: The newest revision in ``migrations/versions`` (``tests/test_startup.py`` holds them equal).
+#: Known without Alembic, so a command can see that a database is at head without importing it.
+HEAD_REVISION = "agent_session_store_0003"
+
+
 def version_table(sessions_table: str) -> str:
     """The version table of a standalone run: apart from any host's ``alembic_version``."""
     return derived_name(sessions_table, "alembic_version")

@@ -52,11 +52,18 @@ class Scope:
     ttl: int | None = None
     #: Reads and writes treat a session past ``expires_at`` as gone.
     expiry: bool = False
+    #: Removals (pop, clear, rewind, replace) move items to the archive (``_archive``).
+    archive: bool = False
 
     @property
     def plain(self) -> bool:
-        """True when the store's plain statements serve this handle."""
+        """True when the store's plain statements serve this handle's reads and appends."""
         return self.user_id is None and self.ttl is None and not self.expiry
+
+    @property
+    def removes_plainly(self) -> bool:
+        """True when the store's plain statements serve this handle's pops and clears."""
+        return self.user_id is None and self.ttl is None and not self.expiry and not self.archive
 
 
 PLAIN = Scope()

@@ -99,6 +99,8 @@ class ScopedOperations:
 
     async def pop_item(self, session_id: str, scope: Scope) -> Any | None:
         """Remove and return the newest item this scope may see, or None."""
+        if scope.archive:
+            return await self._store._archiver.pop_item(session_id, scope)
         st, store = self.statements(scope), self._store
         params = self._params(session_id, scope)
 
@@ -132,6 +134,9 @@ class ScopedOperations:
 
     async def clear_session(self, session_id: str, scope: Scope) -> None:
         """Delete the session and its items if this scope owns it; refuse another owner."""
+        if scope.archive:
+            await self._store._archiver.clear_session(session_id, scope)
+            return
         st, store = self.statements(scope), self._store
         params = self._params(session_id, scope)
 

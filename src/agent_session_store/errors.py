@@ -101,3 +101,11 @@ class InvalidArgumentError(AgentSessionStoreError, ValueError):
 
 class ArgumentTypeError(AgentSessionStoreError, TypeError):
     """An argument has a type the call does not take (a session id that is not a ``str``, ...)."""
+
+
+class SessionNotFoundError(InvalidArgumentError):
+    """The operation needs a session that does not exist (``fork``'s source)."""
+
+
+class SessionExistsError(InvalidArgumentError):
+    """The operation would write into a session that exists (``fork``'s new id)."""

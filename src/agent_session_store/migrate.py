@@ -34,7 +34,11 @@ from agent_session_store.errors import (
     MigrationError,
     SchemaOutOfDateError,
 )
-from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
+from agent_session_store.models import (
+    DEFAULT_MESSAGES_TABLE,
+    DEFAULT_SESSIONS_TABLE,
+    archive_table_name,
+)
 
 __all__ = [
     "alembic_options",
@@ -316,7 +320,9 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         connection,
         opts={
             "compare_type": True,
-            "include_name": _migration.include_only(sessions, messages),
+            "include_name": _migration.include_only(
+                sessions, messages, archive_table_name(messages)
+            ),
         },
     )
     return list(compare_metadata(context, _migration.target_metadata(sessions, messages)))

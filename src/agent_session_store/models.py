@@ -198,6 +198,11 @@ class AgentSessionColumns:
         "metadata", MetadataJSON, nullable=True
     )
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Set by ``store.fork``: the session this one was copied from (revision 0003); no foreign
+    #: key, so deleting the source keeps the fork and its reference.
+    forked_from_session_id: Mapped[str | None] = mapped_column(SessionId, nullable=True)
+    #: The id of the source's last item the fork copied (None when it copied none).
+    forked_from_item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     if TYPE_CHECKING:
         messages: Mapped[list[Any]]
@@ -225,14 +230,69 @@ class AgentMessageColumns:
         return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
 
 
+class ArchivedItemColumns:
+    """Columns of the archive table (revision 0003): items an ``archive=`` store removed.
+
+    Items that pop, clear, rewind and replace took out, kept for ``restore``.
+
+    No foreign key: an archived item outlives its session's row (``clear_session`` deletes
+    it). ``user_id`` is the owner when it was archived, so ``erase_user`` finds it.
+    """
+
+    id: Mapped[int] = mapped_column(
+        MessageId, primary_key=True, autoincrement=True, sort_order=-1
+    )
+    session_id: Mapped[str] = mapped_column(SessionId, nullable=False)
+    user_id: Mapped[str | None] = mapped_column(UserId, nullable=True)
+    #: The item's id in the messages table; a restore puts it back under this id.
+    item_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    message_data: Mapped[str] = mapped_column(MessageText, nullable=False)
+    #: When the item was first written.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    archived_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+    #: One archiving operation (its items share it): what ``restore`` undoes as a whole.
+    batch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: ``pop``, ``clear``, ``rewind``, ``replace`` or ``restore``.
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
+
+
+def archive_table_name(messages_table: str) -> str:
+    """Name of the archive table of ``messages_table``."""
+    return derived_name(messages_table, "archive")
+
+
+#: The archive table's indexes: suffix of the name, then the columns. ``restore`` walks a
+#: session's batches newest first; ``erase_user`` and ``purge_archive`` filter by owner, age.
+ARCHIVE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("session", ("session_id", "id")),
+    ("user", ("user_id",)),
+    ("archived", ("archived_at",)),
+)
+
+
 class ModelPair(NamedTuple):
-    """The two declarative classes of one configured pair of tables."""
+    """The two declarative classes of one configured pair of tables.
+
+    The archive model of the pair is :attr:`AgentArchivedItem` (a property, so the pair still
+    unpacks into two classes).
+    """
 
     AgentSession: type[AgentSessionColumns]
     AgentMessage: type[AgentMessageColumns]
 
+    @property
+    def AgentArchivedItem(self) -> type[ArchivedItemColumns]:  # noqa: N802 - a class
+        """The archive table's model, on the same base as the pair."""
+        return _archives[self.AgentMessage]
+
 
 _cache: dict[tuple[type[Any], str, str], ModelPair] = {}
+_archives: dict[type[Any], type[ArchivedItemColumns]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -335,6 +395,25 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
     )
     setattr(session_cls, "messages", messages)  # noqa: B010 - declared for typing only
     setattr(message_cls, "session", relationship(session_cls, back_populates="messages"))  # noqa: B010
+    archive = archive_table_name(messages_table)
+    _archives[message_cls] = cast(
+        "type[ArchivedItemColumns]",
+        type(
+            f"AgentArchivedItem{suffix}",
+            (ArchivedItemColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": archive,
+                "__table_args__": (
+                    *(
+                        Index(derived_name("ix", archive, name), *columns)
+                        for name, columns in ARCHIVE_INDEXES
+                    ),
+                    {"sqlite_autoincrement": True, **_TABLE_OPTIONS},
+                ),
+            },
+        ),
+    )
     return ModelPair(session_cls, message_cls)
 
 

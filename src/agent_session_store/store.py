@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect, _engines, _replica
+from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Operation, Runner
+from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
@@ -48,6 +50,7 @@ from agent_session_store.models import (
     DEFAULT_SESSIONS_TABLE,
     AgentMessageColumns,
     AgentSessionColumns,
+    ArchivedItemColumns,
     make_models,
 )
 from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
@@ -88,6 +91,11 @@ class SessionStore:
         ttl: Sliding time to live of every session (``timedelta`` or seconds): each write
             moves ``expires_at`` to now + ttl, and an expired session reads as empty until
             :meth:`purge_expired` deletes it. None: sessions expire only when given a time.
+        archive: True, or a retention ``timedelta``: items that ``pop_item``,
+            ``clear_session``, ``rewind`` and ``replace_items`` remove move to the archive
+            table in the same transaction, for :meth:`restore`; :meth:`purge_archive` with no
+            argument deletes those older than the retention. False (the default): removed
+            items are deleted, and the plain statements run unchanged.
         replica: A PostgreSQL streaming replica for ``get_items`` and the reads of
             ``list_sessions``, ``info``, ``count_items`` and ``session_info``: a URL (the
             store makes its engines, as for the primary) or, with a primary engine, an
@@ -115,10 +123,12 @@ class SessionStore:
         engine_kwargs: Mapping[str, Any] | None = None,
         check_schema: bool = False,
         ttl: timedelta | float | None = None,
+        archive: bool | timedelta = False,
         replica: AsyncEngine | str | URL | None = None,
         replica_max_wait: float = _replica.MAX_WAIT_S,
         replica_max_tracked: int = _replica.MAX_TRACKED,
     ) -> None:
+        retention = check_archive(archive)
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
         check_async_engine(engine_or_url)
@@ -151,6 +161,7 @@ class SessionStore:
 
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
+        self.AgentArchivedItem: type[ArchivedItemColumns] = models.AgentArchivedItem
         self.sessions_table = sessions_table
         self.messages_table = messages_table
         self._closed = False
@@ -187,6 +198,14 @@ class SessionStore:
                 max_tracked=replica_max_tracked,
             )
         self.ttl: int | None = None if ttl is None else seconds_of(ttl)
+        #: The scope of calls without one; with ``archive=``, removals go to the archive.
+        expiry, archives = self.ttl is not None, retention is not None
+        self._default_scope = (
+            Scope(ttl=self.ttl, expiry=expiry, archive=archives) if expiry or archives else PLAIN
+        )
+        self._archiver = Archive(self, retention)
+        self._archive: Archive | None = None if retention is None else self._archiver
+        self._history = History(self)
         shown_schema = schema_map(engine.sync_engine)
         self._scoped = ScopedOperations(
             self,
@@ -234,6 +253,13 @@ class SessionStore:
         finally:
             self._wrote(session_id)
 
+    async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A Core write (history, archive): reads then owe it, whichever sessions it touched."""
+        try:
+            return await self._transport.write_core(operation)
+        finally:
+            self._wrote(None)
+
     @property
     def replica_stats(self) -> ReplicaStats | None:
         """Where this store's reads went (a snapshot), or None without a replica."""
@@ -260,7 +286,9 @@ class SessionStore:
 
     def _records_on(self, binding: _engines.Binding) -> SessionRecords:
         wrote = None if self._replica is None else partial(self._wrote, None)
-        return SessionRecords(binding.engine, self.sessions, self.messages, wrote)
+        return SessionRecords(
+            binding.engine, self.sessions, self.messages, archive=self.archive_table, wrote=wrote
+        )
 
     def _admin(self, binding: _engines.Binding | None = None) -> StoreAdmin:
         transport = (binding or self._current()).transport
@@ -336,6 +364,11 @@ class SessionStore:
         """The messages ``Table``."""
         return self.AgentMessage.__table__  # type: ignore[attr-defined,no-any-return]
 
+    @property
+    def archive_table(self) -> Table:
+        """The archive ``Table`` (items an ``archive=`` store removed)."""
+        return self.AgentArchivedItem.__table__  # type: ignore[attr-defined,no-any-return]
+
     def __repr__(self) -> str:
         url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         return (
@@ -346,7 +379,7 @@ class SessionStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def create_tables(self) -> None:
-        """Create this store's two tables and index if missing.
+        """Create this store's tables (sessions, messages, archive) and indexes if missing.
 
         Idempotent, and safe when many tasks or processes call it at once. Meant for tests and
         quick starts; production schemas are managed with the shipped Alembic migrations.
@@ -357,7 +390,7 @@ class SessionStore:
         async with self._tables_locks.get():
             if self._tables_ready:
                 return
-            tables = [self.sessions, self.messages]
+            tables = [self.sessions, self.messages, self.archive_table]
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     async with transport.core.begin() as conn:
@@ -434,12 +467,11 @@ class SessionStore:
         if user_id is not None:
             check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
         seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
-        return Scope(user_id, seconds, expiry=self.ttl is not None or seconds is not None)
+        expiry = self.ttl is not None or seconds is not None
+        return Scope(user_id, seconds, expiry=expiry, archive=self._archive is not None)
 
     def _scope_of(self, scope: Scope | None) -> Scope:
-        if scope is not None:
-            return scope
-        return PLAIN if self.ttl is None else Scope(ttl=self.ttl, expiry=True)
+        return self._default_scope if scope is None else scope
 
     async def _check_packet(self, run: Runner, encoded: list[str], session_id: str) -> None:
         if self._max_packet is None:
@@ -558,7 +590,7 @@ class SessionStore:
             raise _closed_error()
         check_session_id(session_id)
         scope = self._scope_of(scope)
-        if not scope.plain:
+        if not scope.removes_plainly:
             return await self._scoped.pop_item(session_id, scope)
         shape = (
             WriteShape.ONE_STATEMENT
@@ -598,7 +630,7 @@ class SessionStore:
             raise _closed_error()
         check_session_id(session_id)
         scope = self._scope_of(scope)
-        if not scope.plain:
+        if not scope.removes_plainly:
             await self._scoped.clear_session(session_id, scope)
             return
         st, params = self._statements, {"sid": session_id}
@@ -608,6 +640,96 @@ class SessionStore:
             await run.run(st.delete_session, params)
 
         await self._write(session_id, clear, WriteShape.SEVERAL_STATEMENTS)
+
+    # -- history operations (_history, _archive) --------------------------------------------
+
+    async def rewind(
+        self,
+        session_id: str,
+        keep: int,
+        *,
+        return_items: bool = True,
+        scope: Scope | None = None,
+    ) -> list[Any] | int:
+        """Keep the first ``keep`` items of ``session_id``; remove the rest in one transaction.
+
+        Returns the removed items in order, or their number with ``return_items=False``.
+        """
+        if self._closed:
+            raise _closed_error()
+        check_session_id(session_id)
+        check_count(keep, "keep")
+        scope = self._scope_of(scope)
+        return await self._history.rewind(session_id, keep, bool(return_items), scope)
+
+    async def replace_items(
+        self,
+        session_id: str,
+        items: list[Any],
+        *,
+        ensure_ascii: bool = False,
+        scope: Scope | None = None,
+    ) -> None:
+        """Swap the whole history of ``session_id`` for ``items``, in one transaction."""
+        if self._closed:
+            raise _closed_error()
+        check_session_id(session_id)
+        encoded = encode_items(items, ensure_ascii=ensure_ascii)
+        await self._history.replace(session_id, encoded, self._scope_of(scope))
+
+    async def fork(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        upto: int | None = None,
+        user_id: str | None = None,
+        title: str | None = None,
+    ) -> SQLAlchemySession:
+        """Copy ``source_id``'s history, or its first ``upto`` items, to a new session.
+
+        One transaction, copied in the database (``INSERT … SELECT``, order kept). The new
+        session records ``forked_from`` (the source and the id of the last item copied);
+        it takes the source's owner, title and metadata unless ``user_id``/``title`` say
+        otherwise. With ``user_id``, the source must be that user's (else
+        ``SessionOwnershipError``) and the fork is owned by them.
+
+        Returns:
+            The new session's handle (bound to ``user_id``).
+
+        Raises:
+            SessionNotFoundError: ``source_id`` does not exist.
+            SessionExistsError: ``new_id`` exists already; nothing was written.
+        """
+        if self._closed:
+            raise _closed_error()
+        await self._history.fork(source_id, new_id, upto=upto, user_id=user_id, title=title)
+        return self.session(new_id, user_id=user_id)
+
+    async def restore(self, session_id: str, *, user_id: str | None = None) -> int:
+        """Undo the newest archiving operation on ``session_id`` (clear, replace, rewind, pop).
+
+        The session becomes exactly what it was just before that operation; items written
+        since move to the archive. Works whether or not this store archives (the archive
+        table is there either way). Returns how many items came back (0: nothing archived).
+
+        Raises:
+            SessionOwnershipError: ``user_id`` is given and the session is another user's.
+        """
+        if self._closed:
+            raise _closed_error()
+        if user_id is not None:
+            check_session_id(user_id)
+        return await self._archiver.restore(session_id, user_id)
+
+    async def purge_archive(self, *, older_than: datetime | timedelta | None = None) -> int:
+        """Delete archived items archived before ``older_than`` (default: the retention).
+
+        Returns how many were deleted.
+        """
+        if self._closed:
+            raise _closed_error()
+        return await self._archiver.purge(older_than)
 
     @staticmethod
     def _warn_corrupt(session_id: str) -> Callable[[str], None]:
@@ -633,14 +755,28 @@ class SessionStore:
         )
 
     async def purge_expired(self, *, batch_size: int = 500, dry_run: bool = False) -> Removed:
-        """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`."""
-        return await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+        """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`.
+
+        Their archived items go too, and, on a store with a retention, every archived item
+        older than it.
+        """
+        removed = await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+        retention = self._archiver.retention
+        if not dry_run and retention is not None and retention != timedelta.max:
+            await self._archiver.purge()
+        return removed
 
     async def erase_user(
         self, user_id: str, *, batch_size: int = 500, dry_run: bool = False
     ) -> Removed:
-        """Delete every session and item of ``user_id``; see :meth:`SessionRecords.erase_user`."""
-        return await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
+        """Delete every session and item of ``user_id``, archived items included.
+
+        See :meth:`SessionRecords.erase_user`.
+        """
+        removed = await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
+        if not dry_run:
+            await self._archiver.purge_user(user_id)
+        return removed
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""
