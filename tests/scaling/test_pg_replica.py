@@ -180,3 +180,20 @@ async def test_owner_bound_handles_and_long_histories_read_fresh_on_the_replica(
         stats = store.replica_stats
         # 30 tail reads; the long one is a buffered head read, then the streamed read.
         assert stats is not None and stats.reads == 32 and stats.replica > 0
+
+
+async def test_rewind_replace_and_fork_are_seen_by_the_next_replica_read(
+    pg_replica_urls: tuple[str, str],
+) -> None:
+    primary, replica = pg_replica_urls
+    async with SessionStore(primary, replica=replica) as store:
+        await store.create_tables()
+        for n in range(30):
+            session_id = f"hist-{n}"
+            await store.add_items(session_id, [_item(session_id, i) for i in range(3)])
+            await store.rewind(session_id, 1)
+            assert await store.get_items(session_id) == [_item(session_id, 0)]
+            await store.replace_items(session_id, [_item(session_id, 9)])
+            assert await store.get_items(session_id) == [_item(session_id, 9)]
+            await store.fork(session_id, f"{session_id}-fork")
+            assert await store.get_items(f"{session_id}-fork") == [_item(session_id, 9)]
