@@ -5,6 +5,8 @@
 #   .ci/pg_replica.sh promote DIR   -> promote the replica (after stopping the primary: failover)
 #   .ci/pg_replica.sh stop-primary DIR | stop DIR
 # Runs the server binaries as the postgres user (they refuse root); trust auth on 127.0.0.1 only.
+# PG_REPLICA_SYNCHRONOUS=1: synchronous replication (synchronous_standby_names = '*', set once
+# the replica streams): a commit is acknowledged only once the replica has flushed it.
 set -euo pipefail
 cmd=${1:?usage: pg_replica.sh start|promote|stop-primary|stop DIR}
 dir=${2:?usage: pg_replica.sh start|promote|stop-primary|stop DIR}
@@ -49,6 +51,15 @@ CONF
       | grep -q t && break
     sleep 0.25
   done
+  if [ "${PG_REPLICA_SYNCHRONOUS:-0}" = 1 ]; then
+    as_pg "$bin/psql" -h 127.0.0.1 -p "$pport" -U postgres -qc "ALTER SYSTEM SET synchronous_standby_names = '*'"
+    as_pg "$bin/psql" -h 127.0.0.1 -p "$pport" -U postgres -qtAc "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 1 120); do
+      as_pg "$bin/psql" -h 127.0.0.1 -p "$pport" -U postgres -tAc \
+        "SELECT sync_state FROM pg_stat_replication" 2>/dev/null | grep -qx sync && break
+      sleep 0.25
+    done
+  fi
   local base=postgresql+asyncpg://postgres@127.0.0.1
   echo "$base:$pport/agent_session_store_test $base:$rport/agent_session_store_test" | tee "$dir/urls"
 }

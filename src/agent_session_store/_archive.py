@@ -66,7 +66,7 @@ class Archive:
         self.first_id = select(func.min(a.c.item_id)).where(*self.batch)
 
     def _write(self, operation: Callable[[AsyncConnection], Any]) -> Any:
-        return self._store._transport.write_core(operation)
+        return self._store._write_core(operation)
 
     async def move(
         self,

@@ -324,3 +324,34 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     message = str(orig).lower()
     return "database is locked" in message or "deadlock" in message
+
+
+#: SQLSTATE of a write sent to a read-only server (a hot standby): nothing was written.
+_READ_ONLY_SQLSTATE = "25006"
+
+
+def is_read_only_server(exc: BaseException) -> bool:
+    """True when a write reached a server in read-only mode (SQLSTATE 25006).
+
+    A hot standby answers so, before changing anything: the write can run again, on a new
+    connection, once the address it takes reaches the primary (a promotion, a moved address).
+    """
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == _READ_ONLY_SQLSTATE
+
+
+def waits_for_primary(url: URL) -> bool:
+    """True for a PostgreSQL URL naming several hosts (``?host=a:5432&host=b:5432``).
+
+    There a failed connect may be a failover under way, no host being the primary yet, so the
+    store tries again until its retry deadline; with one host it reports the failure at once.
+    """
+    if url.get_backend_name() != "postgresql":
+        return False
+    hosts = url.query.get("host")
+    if isinstance(hosts, (tuple, list)):
+        return len(hosts) > 1
+    return isinstance(hosts, str) and "," in hosts
+

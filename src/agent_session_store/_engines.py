@@ -87,7 +87,13 @@ def build(
     # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
     # 1 ms growing to 100 ms; other processes still meet the busy timeout.
     one_writer = dialect.name == "sqlite" and serial is None
-    transport = Transport(core, executor, probe, one_writer=one_writer)
+    transport = Transport(
+        core,
+        executor,
+        probe,
+        one_writer=one_writer,
+        waits_for_primary=_dialect.waits_for_primary(engine.url),
+    )
     return Binding(engine, transport, read_engine)
 
 

@@ -78,7 +78,7 @@ class History:
         return stmt.with_for_update() if self._locks else stmt
 
     def _write(self, operation: Callable[[AsyncConnection], Any]) -> Any:
-        return self._store._transport.write_core(operation)
+        return self._store._write_core(operation)
 
     def _state(self, scope: Scope) -> Any:
         return self._store._scoped.statements(scope)

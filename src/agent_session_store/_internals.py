@@ -93,6 +93,18 @@ def invalidate_pool_since(fairy: Any, error: BaseException) -> None:
     invalidate(fairy, error)
 
 
+def invalidate_pool(pool: Pool) -> None:
+    """Have every connection of ``pool`` made before now replaced at its next checkout.
+
+    ``Pool._invalidate`` (2.0.36-2.1.9) without a connection only moves the pool's
+    invalidation time, as a disconnect does. Without that method the pool is left alone: a
+    retry may then reuse a connection to the same server.
+    """
+    invalidate = getattr(pool, "_invalidate", None)
+    if invalidate is not None:
+        invalidate(None)
+
+
 def positional_bind_names(compiled: SQLCompiler) -> tuple[str, ...] | None:
     """The bind names of a positional statement in parameter order, None if unknown.
 

@@ -58,7 +58,9 @@ class ScopedOperations:
             texts = [row[0] for row in rows]
             return decode_rows(texts if limit is None else reversed(texts), warn)
 
-        result: list[Any] = await self._store._transport.read(read)
+        result: list[Any] = await self._store._read(
+            session_id, lambda on: on.transport.read(read)
+        )
         return result
 
     async def add_items(
@@ -132,7 +134,7 @@ class ScopedOperations:
         one = not self._mysql and store._statements.pop_returns
         shape = WriteShape.ONE_STATEMENT if one else WriteShape.SEVERAL_STATEMENTS
         while True:
-            text = await store._transport.write(pop, shape)
+            text = await store._write(session_id, pop, shape)
             if text is None:
                 return None
             if text is _RETRY:
@@ -154,4 +156,4 @@ class ScopedOperations:
             await link.run(st.delete_messages, params)
             await link.run(st.delete_session, params)
 
-        await store._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
+        await store._write(session_id, clear, WriteShape.SEVERAL_STATEMENTS)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_session_store import _dialect
+from agent_session_store import _dialect, _internals
 from agent_session_store._executor import (
     CoreExecutor,
     CoreRunner,
@@ -31,12 +31,15 @@ from agent_session_store._executor import (
     Runner,
 )
 from agent_session_store._probe import Path, Probe
-from agent_session_store.errors import CommitOutcomeUnknownError
+from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 
 logger = logging.getLogger("agent_session_store")
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
+#: Seconds a call keeps trying while no primary answers on a multi-host PostgreSQL URL, or a
+#: standby refuses its write (SQLSTATE 25006): a failover under way.
+RETRY_DEADLINE_S = 30.0
 _UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
@@ -61,9 +64,16 @@ class Transport:
         probe: Probe,
         *,
         one_writer: bool,
+        waits_for_primary: bool = False,
     ) -> None:
-        """``one_writer``: writers of this process queue on an asyncio lock (SQLite)."""
+        """``one_writer``: writers of this process queue on an asyncio lock (SQLite).
+
+        ``waits_for_primary``: a failed connect may be a failover (several hosts), so it is
+        tried again until ``retry_deadline``.
+        """
         self.core = core
+        self.retry_deadline = RETRY_DEADLINE_S
+        self._waits_for_primary = waits_for_primary
         self._driver = driver
         self.probe = probe
         self._one_writer = one_writer
@@ -91,6 +101,15 @@ class Transport:
 
         ``cursor``: the read goes through a server-side cursor (``Runner.pages``).
         """
+        wait = _PrimaryWait(self.retry_deadline)
+        while True:
+            try:
+                return await self._read_once(operation, cursor)
+            except DatabaseConnectionError:
+                if not self._waits_for_primary or not await wait.pause():
+                    raise
+
+    async def _read_once(self, operation: Operation[T], cursor: bool) -> T:
         try:
             return await (await self._executor()).read(operation, cursor=cursor)
         except DBAPIError as exc:
@@ -113,10 +132,20 @@ class Transport:
         whose protocol a cancellation breaks; Core, which cannot be left mid-transaction)
         the write runs to its end in its own task.
         """
-        executor = await self._executor(shape)
+        executor = await self._first_connect(shape)
         if executor.settles_cancelled:
             return await self._retrying(operation, executor)
         return await settle(self._retrying(operation, executor))
+
+    async def _first_connect(self, shape: WriteShape) -> Executor:
+        # The first call looks at a connection (the probe): during a failover, wait there too.
+        wait = _PrimaryWait(self.retry_deadline)
+        while True:
+            try:
+                return await self._executor(shape)
+            except DatabaseConnectionError:
+                if not self._waits_for_primary or not await wait.pause():
+                    raise
 
     async def write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """:meth:`write` for an operation on SQLAlchemy's ``AsyncConnection`` (admin)."""
@@ -134,11 +163,18 @@ class Transport:
 
     async def _retrying(self, operation: Operation[T], executor: Executor) -> T:
         lost_before = False
-        for attempt in range(MAX_ATTEMPTS):
+        wait = _PrimaryWait(self.retry_deadline)
+        attempt = -1
+        while True:
             used: list[Runner] = []
             try:
                 async with self._writer():
                     return await executor.write(partial(_recording, used, operation))
+            except DatabaseConnectionError:
+                # Nothing was sent. On several hosts, none may be the primary yet.
+                if not self._waits_for_primary or not await wait.pause():
+                    raise
+                continue
             except DBAPIError as exc:
                 if used and used[0].committing and exc.connection_invalidated:
                     raise CommitOutcomeUnknownError(
@@ -146,6 +182,13 @@ class Transport:
                         "may not have been saved, so it was not retried: read the session "
                         f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
                     ) from exc
+                if _dialect.is_read_only_server(exc):
+                    # A standby refused it: the next connections may reach the new primary.
+                    _internals.invalidate_pool(self.core.engine.sync_engine.pool)
+                    if not await wait.pause():
+                        raise
+                    continue
+                attempt += 1
                 # A connection lost before COMMIT was sent took its transaction with it; one
                 # retry on a fresh connection, since a statement that kills it would again.
                 lost = exc.connection_invalidated
@@ -157,7 +200,27 @@ class Transport:
                 logger.debug("retrying a rolled-back transaction: %s", exc.orig)
                 if not lost:
                     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
+
+
+class _PrimaryWait:
+    """Pauses while a failover runs: capped backoff with jitter, until a deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._deadline: float | None = None
+        self._pauses = 0
+
+    async def pause(self) -> bool:
+        """Sleep before the next try; False once the deadline (from the first pause) passed."""
+        now = asyncio.get_running_loop().time()
+        if self._deadline is None:
+            self._deadline = now + self._seconds
+        if now >= self._deadline:
+            return False
+        delay = min(0.25, 0.005 * 2**self._pauses) * random.uniform(0.5, 1.0)
+        self._pauses += 1
+        await asyncio.sleep(min(delay, self._deadline - now))
+        return True
 
 
 async def _recording(used: list[Runner], operation: Operation[T], runner: Runner) -> T:

@@ -110,6 +110,7 @@ class SessionRecords:
         sessions: The sessions table.
         messages: The messages table.
         usage: The usage ledger's table, which :meth:`erase_user` empties of the user's rows.
+        wrote: Called after each write ends (the store's replica reads wait for it).
     """
 
     def __init__(
@@ -119,10 +120,12 @@ class SessionRecords:
         messages: Table,
         archive: Table | None = None,
         usage: Table | None = None,
+        wrote: Callable[[], None] | None = None,
     ) -> None:
         self._engine, self._s, self._m, self._usage = engine, sessions, messages, usage
         #: The archive table: removing a session removes its archived items too.
         self._a = archive
+        self._wrote = wrote
         self._dialect = engine.dialect
 
     # -- one session ----------------------------------------------------------------------
@@ -389,7 +392,11 @@ class SessionRecords:
                 return Removed(sessions, items)
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        return await write_retrying(self._engine, operation)
+        try:
+            return await write_retrying(self._engine, operation)
+        finally:
+            if self._wrote is not None:
+                self._wrote()
 
 
 async def write_retrying(

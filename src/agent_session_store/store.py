@@ -12,25 +12,28 @@ import asyncio
 import enum
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _engines, _idempotency
+from agent_session_store import _dialect, _engines, _idempotency, _replica
 from agent_session_store._archive import Archive, check_archive
-from agent_session_store._executor import LoopLocks, Runner
+from agent_session_store._executor import LoopLocks, Operation, Runner
 from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
 from agent_session_store._records import Record
+from agent_session_store._replica import ReplicaStats
 from agent_session_store._scoped import PLAIN, Scope
 from agent_session_store._scoped_ops import ScopedOperations
 from agent_session_store._statements import PAGE, Statements, prepare
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from agent_session_store.session import SQLAlchemySession
 
 logger = logging.getLogger("agent_session_store")
+T = TypeVar("T")
 
 #: Connections in the pool of an engine the store makes (per event loop; no overflow).
 POOL_SIZE = 10
@@ -100,6 +104,15 @@ class SessionStore:
             sending the batch again (the database refuses a second copy). False writes
             keys only for calls that give one; a lost commit of the others raises
             ``CommitOutcomeUnknownError``.
+        replica: A PostgreSQL streaming replica for ``get_items`` and the reads of
+            ``list_sessions``, ``info``, ``count_items`` and ``session_info``: a URL (the
+            store makes its engines, as for the primary) or, with a primary engine, an
+            ``AsyncEngine``. A session this store wrote is read on the replica once the
+            replica has replayed that write, else on the primary; every other call goes to
+            the primary (docs/scaling.md). ``store.replica_stats`` counts where reads went.
+        replica_max_wait: Seconds a read waits for the replica to replay this store's last
+            write of the session before it reads the primary instead.
+        replica_max_tracked: Sessions whose last write is remembered by name.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -120,6 +133,9 @@ class SessionStore:
         ttl: timedelta | float | None = None,
         archive: bool | timedelta = False,
         idempotency_keys: bool = True,
+        replica: AsyncEngine | str | URL | None = None,
+        replica_max_wait: float = _replica.MAX_WAIT_S,
+        replica_max_tracked: int = _replica.MAX_TRACKED,
     ) -> None:
         retention = check_archive(archive)
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
@@ -184,6 +200,15 @@ class SessionStore:
         # SQLite :memory: lives in its one connection: every loop shares it.
         per_loop = self._owns_engine and not isinstance(engine.pool, StaticPool)
         self._bindings = _engines.Bindings(bind(engine), make if per_loop else None)
+        self._replica: _replica.ReplicaReads | None = None
+        if replica is not None:
+            self._replica = _replica.ReplicaReads(
+                self._replica_bindings(engine, replica, kwargs),
+                engine.dialect,
+                owned=self._owns_engine,
+                max_wait=replica_max_wait,
+                max_tracked=replica_max_tracked,
+            )
         self.ttl: int | None = None if ttl is None else seconds_of(ttl)
         #: The scope of calls without one; with ``archive=``, removals go to the archive.
         expiry, archives = self.ttl is not None, retention is not None
@@ -199,6 +224,58 @@ class SessionStore:
             engine.dialect,
             lambda core, **kw: prepare(core, engine.dialect, schema_map=shown_schema, **kw),
         )
+
+    def _replica_bindings(
+        self, primary: AsyncEngine, replica: AsyncEngine | str | URL, kwargs: dict[str, Any]
+    ) -> _engines.Bindings:
+        """The replica's engines: made by the store (one per loop), or the host's one."""
+        engine = _replica.replica_engine(primary, replica, kwargs if self._owns_engine else None)
+        owned = kwargs if self._owns_engine else None
+
+        def cannot_connect(exc: BaseException) -> DatabaseConnectionError:
+            return self._cannot_connect(exc, engine)
+
+        def bind(on: AsyncEngine) -> _engines.Binding:
+            return _engines.build(
+                on, self._statements, self._gate, cannot_connect, owned_kwargs=owned
+            )
+
+        def make() -> _engines.Binding:
+            return bind(_engines.owned_engine(engine.url, kwargs))
+
+        return _engines.Bindings(bind(engine), make if self._owns_engine else None)
+
+    async def _read(
+        self, session_id: str | None, call: Callable[[_engines.Binding], Awaitable[T]]
+    ) -> T:
+        """Run a read on the replica when it shows this store's writes, else the primary."""
+        primary = self._current()
+        if self._replica is None:
+            return await call(primary)
+        return await self._replica.read(session_id, call, primary)
+
+    def _wrote(self, session_id: str | None) -> None:
+        """Note a write (None: of many sessions), so that reads wait until it is visible."""
+        if self._replica is not None:
+            self._replica.wrote(session_id)
+
+    async def _write(self, session_id: str | None, operation: Operation[T], shape: WriteShape) -> T:
+        try:
+            return await self._transport.write(operation, shape)
+        finally:
+            self._wrote(session_id)
+
+    async def _write_core(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A Core write (history, archive): reads then owe it, whichever sessions it touched."""
+        try:
+            return await self._transport.write_core(operation)
+        finally:
+            self._wrote(None)
+
+    @property
+    def replica_stats(self) -> ReplicaStats | None:
+        """Where this store's reads went (a snapshot), or None without a replica."""
+        return None if self._replica is None else replace(self._replica.stats)
 
     def _current(self) -> _engines.Binding:
         """The running loop's engine and transport; raises once the store is closed."""
@@ -217,9 +294,17 @@ class SessionStore:
     @property
     def records(self) -> SessionRecords:
         """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
-        engine = self._current().engine
+        return self._records_on(self._current())
+
+    def _records_on(self, binding: _engines.Binding) -> SessionRecords:
+        wrote = None if self._replica is None else partial(self._wrote, None)
         return SessionRecords(
-            engine, self.sessions, self.messages, archive=self.archive_table, usage=self.usage_table
+            binding.engine,
+            self.sessions,
+            self.messages,
+            archive=self.archive_table,
+            usage=self.usage_table,
+            wrote=wrote,
         )
 
     @property
@@ -227,8 +312,8 @@ class SessionStore:
         """The usage ledger (``record_usage``, ``usage``), on the running loop's engine."""
         return UsageLedger(self._current().engine, self.usage_table, self.sessions)
 
-    def _admin(self) -> StoreAdmin:
-        transport = self._transport
+    def _admin(self, binding: _engines.Binding | None = None) -> StoreAdmin:
+        transport = (binding or self._current()).transport
         return StoreAdmin(
             self.sessions,
             self.messages,
@@ -257,9 +342,11 @@ class SessionStore:
             )
             self._schema_pending = False
 
-    def _cannot_connect(self, exc: BaseException) -> DatabaseConnectionError:
+    def _cannot_connect(
+        self, exc: BaseException, engine: AsyncEngine | None = None
+    ) -> DatabaseConnectionError:
         # Drivers fail in their own words (a bare OSError from asyncpg); say it in ours.
-        url = self._bindings.first.engine.url.render_as_string(hide_password=True)
+        url = (engine or self._bindings.first.engine).url.render_as_string(hide_password=True)
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
         return DatabaseConnectionError(
             f"cannot connect to the database at {url}: {type(cause).__name__}: {cause}; "
@@ -362,8 +449,13 @@ class SessionStore:
             return
         self._closed = True
         if self._owns_engine:
-            self._closing = asyncio.ensure_future(self._bindings.dispose_all())
+            self._closing = asyncio.ensure_future(self._dispose_all())
             await asyncio.shield(self._closing)
+
+    async def _dispose_all(self) -> None:
+        await self._bindings.dispose_all()
+        if self._replica is not None:
+            await self._replica.bindings.dispose_all()
 
     async def __aenter__(self) -> SessionStore:
         return self
@@ -435,10 +527,13 @@ class SessionStore:
         if limit == 0:
             return []
         if limit is not None:
-            return await self._transport.read(lambda run: self._tail(run, session_id, limit))
+            tail = lambda run: self._tail(run, session_id, limit)  # noqa: E731
+            return await self._read(session_id, lambda on: on.transport.read(tail))
         st, warn = self._statements, self._warn_corrupt(session_id)
         params = {"sid": session_id, "lim": HEAD + 1}
-        found = await self._transport.read(lambda run: run.rows(st.select_head, params))
+        found = await self._read(
+            session_id, lambda on: on.transport.read(lambda run: run.rows(st.select_head, params))
+        )
         head = [row[0] for row in found]
         del found
         if len(head) <= HEAD:
@@ -452,7 +547,7 @@ class SessionStore:
                 items += decode_rows((row[0] for row in page), warn)
             return items
 
-        return await self._transport.read(stream, cursor=True)
+        return await self._read(session_id, lambda on: on.transport.read(stream, cursor=True))
 
     async def _tail(self, run: Runner, session_id: str, limit: int) -> list[Any]:
         rows = await run.rows(self._statements.select_tail, {"sid": session_id, "lim": limit})
@@ -541,12 +636,12 @@ class SessionStore:
     ) -> None:
         """Write a batch; with a key, until it is known stored once (see ``_idempotency``)."""
         if key is None:
-            await self._transport.write(add, shape)
+            await self._write(session_id, add, shape)
             return
         st, found = self._statements, {"sid": session_id, "key": key}
 
         async def write() -> None:
-            await self._transport.write(add, shape)
+            await self._write(session_id, add, shape)
 
         async def stored() -> bool:
             return bool(await self._transport.read(lambda run: run.rows(st.key_stored, found)))
@@ -583,7 +678,7 @@ class SessionStore:
             else WriteShape.SEVERAL_STATEMENTS
         )
         while True:
-            text = await self._transport.write(lambda run: self._pop_row(run, session_id), shape)
+            text = await self._write(session_id, lambda run: self._pop_row(run, session_id), shape)
             if text is PopMiss.EMPTY:
                 return None
             if text is PopMiss.TAKEN:
@@ -624,7 +719,7 @@ class SessionStore:
             await run.run(st.delete_messages, params)
             await run.run(st.delete_session, params)
 
-        await self._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
+        await self._write(session_id, clear, WriteShape.SEVERAL_STATEMENTS)
 
     # -- history operations (_history, _archive) --------------------------------------------
 
@@ -731,11 +826,13 @@ class SessionStore:
 
     async def list_sessions(self, **filters: Any) -> RecordPage:
         """A page of session records; filters as :meth:`SessionRecords.list_sessions`."""
-        return await self.records.list_sessions(**filters)
+        return await self._read(None, lambda on: self._records_on(on).list_sessions(**filters))
 
     async def info(self, session_id: str, user_id: str | None = None) -> SessionRecord | None:
         """The record of ``session_id``; see :meth:`SessionRecords.info`."""
-        return await self.records.info(session_id, user_id)
+        return await self._read(
+            session_id, lambda on: self._records_on(on).info(session_id, user_id)
+        )
 
     async def purge_expired(self, *, batch_size: int = 500, dry_run: bool = False) -> Removed:
         """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`.
@@ -795,17 +892,20 @@ class SessionStore:
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""
-        return await self._admin().count_items(session_id)
+        return await self._read(session_id, lambda on: self._admin(on).count_items(session_id))
 
     async def session_info(self, session_id: str) -> SessionInfo | None:
         """The session's timestamps and item count, or None if it does not exist."""
-        return await self._admin().session_info(session_id)
+        return await self._read(session_id, lambda on: self._admin(on).session_info(session_id))
 
     async def delete_sessions(
         self, *, older_than: datetime | timedelta, dry_run: bool = False
     ) -> PruneResult:
         """Delete stale sessions and their items; see :meth:`StoreAdmin.delete_sessions`."""
-        return await self._admin().delete_sessions(older_than=older_than, dry_run=dry_run)
+        try:
+            return await self._admin().delete_sessions(older_than=older_than, dry_run=dry_run)
+        finally:
+            self._wrote(None)
 
     def export_sessions(
         self, session_ids: Iterable[str] | None = None, *, batch_size: int = 1000
@@ -821,7 +921,12 @@ class SessionStore:
         batch_size: int = 1000,
     ) -> ImportResult:
         """Write exported records into this store; see :meth:`StoreAdmin.import_sessions`."""
-        return await self._admin().import_sessions(records, replace=replace, batch_size=batch_size)
+        try:
+            return await self._admin().import_sessions(
+                records, replace=replace, batch_size=batch_size
+            )
+        finally:
+            self._wrote(None)
 
     # -- sharing between SDK-style sessions -------------------------------------------------
 
