@@ -162,3 +162,12 @@ async def test_a_store_without_the_archive_restores_what_an_archiving_one_kept(
     async with SessionStore(db_url) as plain:
         assert await plain.restore("chat") == 3
         assert await plain.session("chat").get_items() == items(3)
+
+
+async def test_the_archive_is_chosen_once_and_off_leaves_the_plain_statements(
+    db_url: str, store: SessionStore
+) -> None:
+    assert store.session("s")._scope.removes_plainly  # pop/clear take the plain statements
+    async with SessionStore(db_url, archive=True) as archiving:
+        assert not archiving.session("s")._scope.removes_plainly
+        assert archiving.session("s")._scope.plain  # reads and appends stay plain

@@ -193,3 +193,20 @@ async def test_with_the_archive_off_nothing_is_archived(store: SessionStore) -> 
     await chat.replace_items(items(2, "s"))
     await chat.clear_session()
     assert await archived_rows(store) == 0
+
+
+async def test_an_expired_session_rewinds_as_empty_and_replace_starts_it_afresh(
+    db_url: str,
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    async with SessionStore(db_url, ttl=timedelta(hours=1)) as store:
+        await store.create_tables()
+        chat = store.session("chat")
+        await chat.add_items(items(4))
+        await chat.update(title="old", expires_at=datetime.now(timezone.utc) - timedelta(1))
+        assert await chat.rewind(1) == []
+        await chat.replace_items(items(2, "new"))
+        assert await chat.get_items() == items(2, "new")
+        info = await chat.info()
+        assert info is not None and info.title is None and info.expires_at is not None
