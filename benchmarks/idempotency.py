@@ -6,8 +6,8 @@ Each round appends a user message and an answer (2.5 KB of JSON, as in benchmark
 to 20 sessions, ``adds`` times each, through a store that records a key per call (the
 default) and through one with ``idempotency_keys=False``, which sends exactly the statements
 the store sent before keys existed. The two stores take turns call by call (so both see the
-same load), and the figure is the median over rounds of the ratio of the time each spent. Goal (issue 14, point 6): keyed within 10% of unkeyed
-(ratio >= 0.90).
+same load), and the figure is the median over rounds of the ratio of the time each spent.
+Goal (issue 14, point 6): keyed within 10% of unkeyed (ratio >= 0.90).
 """
 
 from __future__ import annotations
