@@ -68,6 +68,11 @@ def tables() -> tuple[Table, Table]:
     return models.AgentSession.__table__, models.AgentMessage.__table__  # type: ignore[attr-defined]
 
 
+def keys_table() -> Table:
+    """The store's default idempotency keys table."""
+    return make_models(None).AgentKey.__table__  # type: ignore[attr-defined,no-any-return]
+
+
 TENANT_KINDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite_attached"),
     pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql_schemas"),
@@ -108,7 +113,7 @@ async def create_tables_in(engine: AsyncEngine, schema: str | None) -> None:
     """Create the store's tables in ``schema`` with plain Core (as a host's migration would)."""
     s, m = tables()
     async with for_tenant(engine, schema).begin() as conn:
-        await conn.run_sync(s.metadata.create_all, tables=[s, m])
+        await conn.run_sync(s.metadata.create_all, tables=[s, m, keys_table()])
 
 
 async def table_names(engine: AsyncEngine, schema: str | None) -> set[str]:

@@ -473,6 +473,7 @@ async def test_a_clear_session_that_fails_half_way_keeps_every_item_and_holds_no
     finally:
         # The next test's reset reflects the schema, which a dangling foreign key would break.
         await _drop_table_under(session, session.store.messages_table)
+        await _drop_table_under(session, session.store.keys.name)
         await session.engine.dispose()
 
 

@@ -1,0 +1,108 @@
+"""What an idempotency key costs on add_items: keyed writes against the same writes without.
+
+    python -m benchmarks.idempotency --db sqlite,postgresql,mariadb [--smoke]
+
+Each round appends a user message and an answer (2.5 KB of JSON, as in benchmarks.items)
+to 20 sessions, ``adds`` times each, through a store that records a key per call (the
+default) and through one with ``idempotency_keys=False``, which sends exactly the statements
+the store sent before keys existed. The two stores take turns call by call (so both see the
+same load), and the figure is the median over rounds of the ratio of the time each spent.
+Goal (issue 14, point 6): keyed within 10% of unkeyed (ratio >= 0.90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agent_session_store import SessionStore
+from benchmarks.items import turn
+
+NAMES = {"sessions_table": "bench_key_sessions", "messages_table": "bench_key_messages"}
+URL_ENVS = {
+    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
+    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
+}
+SESSIONS = 20
+TARGET = 0.90
+
+
+async def play(stores: dict[str, SessionStore], adds: int, rnd: int) -> dict[str, float]:
+    """Seconds spent in add_items per kind, over ``SESSIONS`` sessions, ``adds`` calls each.
+
+    The two kinds take turns call by call, so both see the same load on a shared machine.
+    """
+    handles = {
+        kind: [store.session(f"{kind}-{rnd}-{n}") for n in range(SESSIONS)]
+        for kind, store in stores.items()
+    }
+    items = turn()[:2]
+    spent = dict.fromkeys(stores, 0.0)
+    kinds = list(stores)
+    for a in range(adds):
+        for n in range(SESSIONS):
+            for kind in kinds if (a + n) % 2 == 0 else reversed(kinds):
+                start = time.perf_counter()
+                await handles[kind][n].add_items(items)
+                spent[kind] += time.perf_counter() - start
+    return spent
+
+
+async def bench(db: str, url: str, rounds: int, adds: int) -> float:
+    async with SessionStore(url, **NAMES) as keyed, SessionStore(
+        url, idempotency_keys=False, **NAMES
+    ) as plain:
+        async with keyed.engine.begin() as conn:
+            await conn.run_sync(keyed.metadata.drop_all)
+        await keyed.create_tables()
+        stores = {"keyed": keyed, "plain": plain}
+        await play(stores, 2, -1)  # warm each pool and its statements
+        rates: dict[str, list[float]] = {"keyed": [], "plain": []}
+        ratios: list[float] = []
+        for rnd in range(rounds):
+            spent = await play(stores, adds, rnd)
+            for kind, seconds in spent.items():
+                rates[kind].append(adds * SESSIONS / seconds)
+            ratios.append(spent["plain"] / spent["keyed"])
+        async with keyed.engine.begin() as conn:
+            await conn.run_sync(keyed.metadata.drop_all)
+    plain_rate, keyed_rate = statistics.median(rates["plain"]), statistics.median(rates["keyed"])
+    ratio = statistics.median(ratios)
+    print(
+        f"{db:10} without keys {plain_rate:8.0f} adds/s  with keys {keyed_rate:8.0f} adds/s  "
+        f"keyed/unkeyed {ratio:4.2f} (rounds {min(ratios):4.2f}-{max(ratios):4.2f})",
+        flush=True,
+    )
+    return ratio
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
+    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
+    args = parser.parse_args(argv)
+    rounds, adds = (3, 3) if args.smoke else (9, 15)
+    misses = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for db in args.db.split(","):
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'keys.db'}" if db == "sqlite" else ""
+            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
+            if not url:
+                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
+                return 2
+            if await bench(db, url, rounds, adds) < TARGET:
+                misses.append(db)
+    if misses and not args.smoke:
+        print(f"missed (keyed/unkeyed >= {TARGET}): {', '.join(misses)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
