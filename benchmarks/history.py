@@ -1,6 +1,7 @@
 """History operations: fork and replace against doing them client-side; the hot path's cost.
 
-    python -m benchmarks.history --db sqlite,postgresql,mariadb [--smoke] [--main /work/main]
+    python -m benchmarks.history --db sqlite,postgresql,mariadb [--smoke] [--main DIR]
+        [--parts fork,replace,hot]
 
 - fork: ``store.fork`` of an N-item session (100,000; 5,000 with ``--smoke``) against a
   client-side copy (``get_items`` of the source, ``add_items`` of it all into a new session).
@@ -9,10 +10,11 @@
   compaction wrapper's way (``clear_session`` then ``add_items``), both with the archive off.
   Figure: clear+add time / replace time.
 - hot path: turns of ``add_items`` (2 items), ``get_items(limit=20)`` and ``pop_item`` over 20
-  sessions, by a store with the archive off, one with it on and, with ``--main``, the
-  package of that checkout (its ``src/``, in a child process like ours) with the same
-  workload. Each variant runs in its own process, in alternating order per round; the figure
-  is the median of turns per second, and the ratios are off/main and on/off.
+  sessions, by a store with the archive off, one with it on and, with ``--main DIR``, the
+  package in ``DIR/src`` (``git archive <main's commit> src | tar -x -C DIR``), in a child
+  process like ours, with the same workload. Each variant runs in its own process, in
+  alternating order per round; the figure is the median of turns per second, and the ratios
+  are off/main and on/off.
 
 Ratios measured in one run on one machine; the absolute figures are for reading the ratios.
 """
@@ -115,7 +117,9 @@ def run_child(url: str, variant: str, turns: int, rnd: int, main: Path | None) -
     env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
     args = [sys.executable, "-m", "benchmarks.history", "--child", variant, "--url", url]
     args += ["--turns", str(turns), "--round", str(rnd)]
-    out = subprocess.run(args, env=env, cwd=tempfile.gettempdir(), check=True, capture_output=True)
+    out = subprocess.run(args, env=env, cwd=tempfile.gettempdir(), capture_output=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} child failed:\n{out.stderr.decode()[-2000:]}")
     return float(json.loads(out.stdout)["turns_per_s"])
 
 
@@ -138,21 +142,25 @@ def bench_hot(url: str, rounds: int, turns: int, main: Path | None) -> dict[str,
     return {variant: statistics.median(found) for variant, found in rates.items()}
 
 
-async def bench(db: str, url: str, smoke: bool, main: Path | None) -> None:
+async def bench(db: str, url: str, smoke: bool, main: Path | None, parts: set[str]) -> None:
     size = 5_000 if smoke else 100_000
-    fork_s, copy_s = await bench_fork(url, size)
-    print(
-        f"{db:10} fork of {size:,} items: fork {fork_s * 1000:8.1f} ms, client-side copy "
-        f"{copy_s * 1000:8.1f} ms, copy/fork {copy_s / fork_s:5.1f}",
-        flush=True,
-    )
-    replace_s, clear_add_s = await bench_replace(url, 5 if smoke else 21)
-    print(
-        f"{db:10} replace 200 by 5 items: replace_items {replace_s * 1000:6.2f} ms, "
-        f"clear+add {clear_add_s * 1000:6.2f} ms, (clear+add)/replace "
-        f"{clear_add_s / replace_s:4.2f}",
-        flush=True,
-    )
+    if "fork" in parts:
+        fork_s, copy_s = await bench_fork(url, size)
+        print(
+            f"{db:10} fork of {size:,} items: fork {fork_s * 1000:8.1f} ms, client-side copy "
+            f"{copy_s * 1000:8.1f} ms, copy/fork {copy_s / fork_s:5.1f}",
+            flush=True,
+        )
+    if "replace" in parts:
+        replace_s, clear_add_s = await bench_replace(url, 5 if smoke else 21)
+        print(
+            f"{db:10} replace 200 by 5 items: replace_items {replace_s * 1000:6.2f} ms, "
+            f"clear+add {clear_add_s * 1000:6.2f} ms, (clear+add)/replace "
+            f"{clear_add_s / replace_s:4.2f}",
+            flush=True,
+        )
+    if "hot" not in parts:
+        return
     await drop_hot_tables(url, main)
     rates = bench_hot(url, 3 if smoke else 7, 5 if smoke else 25, main)
     await drop_hot_tables(url, main)
@@ -166,7 +174,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
     parser.add_argument("--smoke", action="store_true", help="small sizes, a few rounds")
-    parser.add_argument("--main", type=Path, default=None, help="a checkout of main to compare")
+    parser.add_argument(
+        "--main", type=Path, default=None, help="a tree with main's src/ to compare, e.g. "
+        "from git archive (a fixed commit: not a checkout that moves during the run)"
+    )
+    parser.add_argument("--parts", default="fork,replace,hot", help="fork,replace,hot")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--turns", type=int, default=10, help=argparse.SUPPRESS)
@@ -183,7 +195,7 @@ async def main(argv: list[str] | None = None) -> int:
             if not url:
                 print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
                 return 2
-            await bench(db, url, args.smoke, args.main)
+            await bench(db, url, args.smoke, args.main, set(args.parts.split(",")))
     return 0
 
 

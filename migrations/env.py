@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store import _dialect, _migration
-from agent_session_store.models import archive_table_name
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -44,7 +43,7 @@ def configure_options() -> dict[str, Any]:
     return {
         "target_metadata": _migration.target_metadata(SESSIONS_TABLE, MESSAGES_TABLE),
         "include_name": _migration.include_only(
-            SESSIONS_TABLE, MESSAGES_TABLE, archive_table_name(MESSAGES_TABLE)
+            *_migration.store_tables(SESSIONS_TABLE, MESSAGES_TABLE)
         ),
         "version_table": VERSION_TABLE,
         "transaction_per_migration": True,

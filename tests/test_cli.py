@@ -384,7 +384,7 @@ def test_password_is_hidden_in_error_messages() -> None:
 EVERY_COMMAND = [
     ["sessions"], ["show", "s1"], ["export", "-o", "out.jsonl"], ["import", "in.jsonl"],
     ["import-sdk-sqlite", "sdk.db"], ["prune", "--older-than", "30d"], ["demo"],
-    ["upgrade"], ["downgrade", "base", "--yes"], ["current"], ["check"],
+    ["upgrade"], ["downgrade", "base", "--yes"], ["current"], ["check"], ["usage"],
 ]
 
 

@@ -19,7 +19,8 @@ async def test_embedding_example_keeps_each_users_history_on_the_host_base(
     await example["main"](shared_db_url)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "tables on the app's metadata: ['agent_messages', 'agent_sessions', 'conversations', "
+        "tables on the app's metadata: ['agent_messages', 'agent_messages_archive', "
+        "'agent_messages_keys', 'agent_sessions', 'agent_sessions_usage', 'conversations', "
         "'users']",
         "['hello', 'echo: hello']",
         "['hi', 'echo: hi']",

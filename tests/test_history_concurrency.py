@@ -97,7 +97,8 @@ async def test_rewind_under_concurrent_writers_and_poppers_loses_and_duplicates_
 
         await asyncio.gather(writers(chat), poppers(chat, popped), rewinder())
         final = await chat.get_items()
-        assert final[:10] == base[:10]
+        kept = [item for item in final if "w" not in item]
+        assert final[: len(kept)] == kept == base[: len(kept)]  # pops may take base items too
         assert_exactly_once([*final, *popped, *rewound], [*base, *every_batch()])
         assert_batches_not_interleaved(final)
         in_final = {(i["w"], i["b"]) for i in final if "w" in i}

@@ -50,7 +50,8 @@ async def test_upgrade_creates_tables_that_check_finds_identical_to_the_models(
     messages = names.get("messages_table", "agent_messages")
     archive = f"{messages}_archive"
     assert await table_names(shared_db_url) == {
-        sessions, messages, archive, f"{sessions}_alembic_version"
+        sessions, messages, archive, f"{messages}_keys", f"{sessions}_usage",
+        f"{sessions}_alembic_version",
     }
 
 

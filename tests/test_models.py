@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from agent_session_store import (
     AgentMessage,
     AgentSession,
+    AgentUsage,
     Base,
     InvalidIdentifierError,
     SessionStore,
@@ -61,9 +62,10 @@ def test_custom_names_derive_foreign_key_index_and_constraint_names() -> None:
     assert fk.constraint.name == "fk_tenant_a_items_session_id_tenant_a_sessions"
     assert {ix.name for ix in messages.indexes} == {"idx_tenant_a_items_session_id"}
     assert messages.primary_key.name == "pk_tenant_a_items"
-    # Custom names live on a private base: its metadata holds exactly these tables.
+    # Custom names live on a private base: its metadata holds exactly this store's tables.
     assert set(messages.metadata.tables) == {
-        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive"
+        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive", "tenant_a_items_keys",
+        "tenant_a_sessions_usage",
     }
     archive = pair.AgentArchivedItem.__table__  # type: ignore[attr-defined]
     assert archive.name == "tenant_a_items_archive" and not archive.foreign_keys
@@ -73,6 +75,13 @@ def test_custom_names_derive_foreign_key_index_and_constraint_names() -> None:
         "ix_tenant_a_items_archive_user",
         "ix_tenant_a_items_archive_archived",
     }
+    keys = pair.AgentKey.__table__  # type: ignore[attr-defined]
+    (key_fk,) = keys.foreign_keys
+    assert key_fk.constraint.name == "fk_tenant_a_items_keys_session_id_tenant_a_sessions"
+    assert key_fk.ondelete == "CASCADE"
+    assert [c.name for c in keys.primary_key.columns] == ["session_id", "idempotency_key"]
+    assert keys.primary_key.name == "pk_tenant_a_items_keys"
+    assert {ix.name for ix in keys.indexes} == {"ix_tenant_a_items_keys_created"}
 
 
 def test_derived_names_stay_within_63_characters_and_distinct() -> None:
@@ -93,6 +102,21 @@ def test_table_names_that_are_not_identifiers_raise_value_error(name: Any) -> No
     assert isinstance(info.value, ValueError)
     with pytest.raises(ValueError, match="messages_table"):
         make_models(messages_table=name)
+
+
+def test_the_usage_model_comes_with_the_pair_named_after_the_sessions_table() -> None:
+    assert make_models().AgentUsage is AgentUsage
+    assert AgentUsage.__table__.metadata is Base.metadata  # type: ignore[attr-defined]
+    pair = make_models(sessions_table="tenant_b_sessions", messages_table="tenant_b_items")
+    usage = pair.AgentUsage.__table__  # type: ignore[attr-defined]
+    assert usage.name == "tenant_b_sessions_usage"
+    assert {ix.name for ix in usage.indexes} == {
+        f"ix_tenant_b_sessions_usage_{suffix}"
+        for suffix in ("created", "user_created", "session_created")
+    }
+    assert not usage.foreign_keys  # billing outlives the session: no cascade from it
+    with pytest.raises(InvalidIdentifierError, match="usage table"):
+        make_models(sessions_table="c_sessions", messages_table="c_sessions_usage")
 
 
 def test_equal_table_names_are_rejected() -> None:
@@ -149,10 +173,13 @@ User.agent_session = relationship(HOST_MODELS.AgentSession)  # type: ignore[attr
 
 
 def test_models_on_a_host_base_join_the_host_metadata() -> None:
-    assert {"host_users", "host_agent_sessions", "host_agent_messages"} <= set(
-        HostBase.metadata.tables
-    )
+    assert {
+        "host_users", "host_agent_sessions", "host_agent_messages", "host_agent_messages_keys",
+        "host_agent_sessions_usage",
+    } <= set(HostBase.metadata.tables)
+    assert issubclass(HOST_MODELS.AgentUsage, HostBase)
     assert issubclass(HOST_MODELS.AgentSession, HostBase)
+    assert issubclass(HOST_MODELS.AgentKey, HostBase)
     assert "host_agent_sessions" not in Base.metadata.tables
 
 

@@ -111,20 +111,24 @@ async def test_purge_expired_from_several_processes_deletes_each_session_once(
         assert await counts(store) == (20, 40)  # none missed, no live session touched
 
 
-async def test_erase_user_leaves_nothing_of_that_user_in_either_table(store: SessionStore) -> None:
+async def test_erase_user_leaves_nothing_of_that_user_in_any_table(store: SessionStore) -> None:
     await seed(store, expired=5, live=40, items=3)
     records = records_of(store)
     for i in range(4):
         await records.update(f"extra{i}", "u1", title="Erase me", metadata={"email": "u1@x"})
         await store.session(f"extra{i}").add_items([{"content": "private"}])
-    s, m = store.sessions, store.messages
+        await store.session(f"extra{i}").record_usage({"input_tokens": 9, "output_tokens": 1})
+    await store.record_usage("l0001", {"input_tokens": 5, "output_tokens": 5})  # u1's session
+    await store.record_usage("gone", {"input_tokens": 1, "output_tokens": 1}, user_id="u1")
+    await store.record_usage("l0000", {"input_tokens": 2, "output_tokens": 2})  # u0's: kept
+    s, m, u = store.sessions, store.messages, store.usage_table
     async with store.engine.connect() as conn:
         theirs = set(
             (await conn.execute(select(s.c.session_id).where(s.c.user_id == "u1"))).scalars()
         )
     assert len(theirs) == 19  # 2 expired + 13 live + 4 extra
-    assert await records.erase_user("u1", dry_run=True) == Removed(19, 2 * 3 + 13 * 3 + 4)
-    assert await records.erase_user("u1", batch_size=4) == Removed(19, 2 * 3 + 13 * 3 + 4)
+    assert await records.erase_user("u1", dry_run=True) == Removed(19, 2 * 3 + 13 * 3 + 4, 6)
+    assert await records.erase_user("u1", batch_size=4) == Removed(19, 2 * 3 + 13 * 3 + 4, 6)
 
     async with store.engine.connect() as conn:
         owned = await conn.execute(select(func.count()).select_from(s).where(s.c.user_id == "u1"))
@@ -141,5 +145,12 @@ async def test_erase_user_leaves_nothing_of_that_user_in_either_table(store: Ses
             .where(or_(s.c.session_id.in_(theirs), s.c.title == "Erase me"))
         )
         assert (await conn.execute(marked)).scalar_one() == 0
+        billed = (
+            select(func.count())
+            .select_from(u)
+            .where(or_(u.c.user_id == "u1", u.c.session_id.in_([*theirs, "gone"])))
+        )
+        assert (await conn.execute(billed)).scalar_one() == 0
+        assert (await conn.execute(select(u.c.session_id))).scalars().all() == ["l0000"]
     assert await counts(store) == (45 + 4 - 19, (45 - 15) * 3)  # the other users untouched
     assert await records.erase_user("u1") == Removed(0, 0)

@@ -139,4 +139,5 @@ async def test_the_documented_host_recipe_leaves_the_package_unchanged_and_curre
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
     await engine.dispose()
     # One version table, the host's: neither current nor check made one of ours.
-    assert tables == {"alembic_version", "chat_sessions", "chat_messages", "conversations"}
+    assert tables == {"alembic_version", "chat_sessions", "chat_messages", "chat_sessions_usage",
+                      "chat_messages_archive", "chat_messages_keys", "conversations"}

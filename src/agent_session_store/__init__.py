@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from agent_session_store.models import (
         AgentMessage,
         AgentSession,
+        AgentUsage,
         Base,
         ModelPair,
         UTCDateTime,
@@ -59,11 +60,13 @@ if TYPE_CHECKING:
     from agent_session_store.records import RecordPage, Removed, SessionRecord, SessionRecords
     from agent_session_store.session import SessionSettings, SQLAlchemySession
     from agent_session_store.store import SessionStore
+    from agent_session_store.usage import RunUsage, UsageLedger, UsageTotals
 
 __all__ = [
     "AgentMessage",
     "AgentSession",
     "AgentSessionStoreError",
+    "AgentUsage",
     "ArgumentTypeError",
     "Base",
     "CommitOutcomeUnknownError",
@@ -82,6 +85,7 @@ __all__ = [
     "PruneResult",
     "RecordPage",
     "Removed",
+    "RunUsage",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
     "SessionExistsError",
@@ -96,6 +100,8 @@ __all__ = [
     "StoreClosedError",
     "UTCDateTime",
     "UnsupportedDatabaseError",
+    "UsageLedger",
+    "UsageTotals",
     "WrongEventLoopError",
     "async_url",
     "check",
@@ -113,12 +119,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "AgentMessage": "agent_session_store.models",
     "AgentSession": "agent_session_store.models",
+    "AgentUsage": "agent_session_store.models",
     "Base": "agent_session_store.models",
     "ImportResult": "agent_session_store.admin",
     "ModelPair": "agent_session_store.models",
     "PruneResult": "agent_session_store.admin",
     "RecordPage": "agent_session_store.records",
     "Removed": "agent_session_store.records",
+    "RunUsage": "agent_session_store.usage",
     "SQLAlchemySession": "agent_session_store.session",
     "SessionInfo": "agent_session_store.admin",
     "SessionPage": "agent_session_store.admin",
@@ -127,6 +135,8 @@ _LAZY = {
     "SessionSettings": "agent_session_store.session",
     "SessionStore": "agent_session_store.store",
     "UTCDateTime": "agent_session_store.models",
+    "UsageLedger": "agent_session_store.usage",
+    "UsageTotals": "agent_session_store.usage",
     "async_url": "agent_session_store._dialect",
     "check": "agent_session_store.migrate",
     "current": "agent_session_store.migrate",

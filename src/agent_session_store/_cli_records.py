@@ -121,15 +121,14 @@ def erase_user_command(target: Target, user_id: str, yes: bool, batch_size: int)
             return await store.erase_user(user_id, batch_size=batch_size, dry_run=not yes)
 
     result = run(target, work())
+    counts = f"{count(result.sessions, 'session')} ({count(result.items, 'item')})"
+    if result.usage_rows:
+        counts += f" and {count(result.usage_rows, 'usage row')}"
     if yes:
-        counts = f"{count(result.sessions, 'session')} ({count(result.items, 'item')})"
         click.echo(f"erased {counts} of {user_id!r}")
     else:
-        click.echo(
-            f"would erase {count(result.sessions, 'session')} ({count(result.items, 'item')}) "
-            f"of {user_id!r}; "
-            "run again with --yes to erase them"
-        )
+        click.echo(f"would erase {counts} of {user_id!r}; run again with --yes to erase them")
+
 
 
 @click.command("restore")

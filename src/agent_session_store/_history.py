@@ -132,9 +132,11 @@ class History:
                     packet = await conn.execute(store._statements.max_packet.core)
                     store._max_packet = int(packet.scalar_one())
                 _dialect.check_packet_size(encoded, session_id, store._max_packet)
-            found = (await conn.execute(st.state_locked.core, params)).all()
-            if check_state(session_id, scope, found):
-                await conn.execute(st.reset.core, params)  # expired: the session starts afresh
+            found: Any = ()
+            if archive is not None or not scope.plain:  # the owner (to check, or to archive)
+                found = (await conn.execute(st.state_locked.core, params)).all()
+                if check_state(session_id, scope, found):
+                    await conn.execute(st.reset.core, params)  # expired: it starts afresh
             await conn.execute(st.touch.core, params)  # creates the row, or holds its lock
             if archive is not None and found:
                 span = {"sid": session_id, "after": 0, "last": None}

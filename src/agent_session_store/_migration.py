@@ -19,9 +19,12 @@ from agent_session_store.errors import InvalidIdentifierError, MigrationError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
+    archive_table_name,
     check_identifier,
     derived_name,
+    keys_table_name,
     make_models,
+    usage_table_name,
 )
 
 #: The ``context.configure`` option holding ``{"sessions_table": ..., "messages_table": ...}``.
@@ -57,7 +60,7 @@ def tables_from_opts(opts: Mapping[str, Any]) -> tuple[str, str]:
 
 #: The newest revision in ``migrations/versions`` (``tests/test_startup.py`` holds them equal).
 #: Known without Alembic, so a command can see that a database is at head without importing it.
-HEAD_REVISION = "agent_session_store_0003"
+HEAD_REVISION = "agent_session_store_0005"
 
 
 def version_table(sessions_table: str) -> str:
@@ -70,6 +73,17 @@ def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
     pair = make_models(sessions_table=sessions_table, messages_table=messages_table)
     metadata: MetaData = pair.AgentSession.__table__.metadata  # type: ignore[attr-defined]
     return metadata
+
+
+def store_tables(sessions_table: str, messages_table: str) -> tuple[str, ...]:
+    """Every table of one store: sessions, messages, the archive, the idempotency keys, usage."""
+    return (
+        sessions_table,
+        messages_table,
+        archive_table_name(messages_table),
+        keys_table_name(messages_table),
+        usage_table_name(sessions_table),
+    )
 
 
 def include_only(*tables: str) -> Callable[..., bool]:

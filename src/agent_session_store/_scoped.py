@@ -82,6 +82,7 @@ class ScopedStatements:
         owned: bool,
         expiry: bool,
         ttl: bool,
+        keys: Table | None = None,
     ) -> None:
         s, m = sessions, messages
         sid = bindparam("sid", type_=s.c.session_id.type)
@@ -140,11 +141,16 @@ class ScopedStatements:
                 )
             )
             self.touch_owned = prepare(upsert.returning(s.c.session_id), modifies=True)
-        self.append = None
+        self.append = self.append_keyed = None
         if dialect.name == "postgresql":
             self.append = prepare(
                 _append_postgresql(s, m, sid, uid, on_conflict, row, owned, expiry), modifies=True
             )
+            if keys is not None:
+                self.append_keyed = prepare(
+                    _append_postgresql(s, m, sid, uid, on_conflict, row, owned, expiry, keys),
+                    modifies=True,
+                )
         self.pop = prepare(
             delete(m)
             .where(
@@ -192,6 +198,7 @@ def _append_postgresql(
     row: dict[str, Any],
     owned: bool,
     expiry: bool,
+    keys: Table | None = None,
 ) -> Any:
     """One statement: upsert the session row under its owner's condition, append the items.
 
@@ -199,6 +206,7 @@ def _append_postgresql(
     inserted, and the count the statement returns is 0. With expiry, an expired session's
     old items are deleted and its fields cleared in the same statement (every part of it
     sees the rows as they were before it ran, so the new items are not among those deleted).
+    With ``keys``, the batch's idempotency key is inserted too (``_dialect.keyed_cte``).
     """
     from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -225,14 +233,17 @@ def _append_postgresql(
         .table_valued("message_data", with_ordinality="n")
         .render_derived()
     )
+    source: Any = touched if keys is None else _dialect.keyed_cte(keys, touched)
     rows = (
-        select(touched.c.session_id, texts.c.message_data)
-        .select_from(touched)
+        select(source.c.session_id, texts.c.message_data)
+        .select_from(source)
         .join(texts, true())
         .order_by(texts.c.n)
     )
     added = insert(m).from_select(["session_id", "message_data"], rows).cte("added")
     stmt = select(func.count()).select_from(touched).add_cte(added)
+    if keys is not None:
+        stmt = stmt.add_cte(source)
     if expiry:
         stale = [s.c.session_id == sid, was_expired] + ([s.c.user_id == uid] if owned else [])
         cleared = (

@@ -35,7 +35,7 @@ class ScopedOperations:
             store = self._store
             built = self._built[key] = ScopedStatements(
                 store.sessions, store.messages, self._dialect, self._prepare,
-                owned=key[0], expiry=key[1], ttl=key[2],
+                owned=key[0], expiry=key[1], ttl=key[2], keys=store.keys,
             )  # fmt: skip
         return built
 
@@ -63,22 +63,29 @@ class ScopedOperations:
         )
         return result
 
-    async def add_items(self, session_id: str, encoded: list[str], scope: Scope) -> None:
-        """Append under the owner's condition, sliding the expiry; refuse another owner."""
+    async def add_items(
+        self, session_id: str, encoded: list[str], scope: Scope, key: str | None = None
+    ) -> None:
+        """Append under the owner's condition, sliding the expiry; refuse another owner.
+
+        With ``key``, the batch's idempotency key is recorded in the same transaction.
+        """
         st, store = self.statements(scope), self._store
-        params = self._params(session_id, scope)
-        if st.append is not None:
+        params = self._params(session_id, scope, key=key)
+        statement = st.append if key is None else st.append_keyed
+        if statement is not None:
             one = {**params, "texts": encoded}
 
             async def append(link: Any) -> None:
-                found = await link.rows(st.append, one)
+                found = await link.rows(statement, one)
                 if not found[0][0]:
                     state = await link.rows(st.state, params)
                     refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
 
-            await store._write(session_id, append, WriteShape.ONE_STATEMENT)
+            await store._write_batch(append, WriteShape.ONE_STATEMENT, session_id, key)
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
+        insert_key = store._statements.insert_key
 
         async def add(link: Any) -> None:
             if self._mysql:
@@ -87,15 +94,19 @@ class ScopedOperations:
                 if not await link.rows(st.touch_owned, params):
                     state = await link.rows(st.state, params)
                     refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
+                if key is not None:
+                    await link.run(insert_key, params)
                 await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
                 return
             if check_state(session_id, scope, await link.rows(st.state_locked, params)):
                 await link.run(store._statements.delete_messages, params)
                 await link.run(st.reset, params)
             await link.run(st.touch, params)
+            if key is not None:
+                await link.run(insert_key, params)
             await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
 
-        await store._write(session_id, add, WriteShape.SEVERAL_STATEMENTS)
+        await store._write_batch(add, WriteShape.SEVERAL_STATEMENTS, session_id, key)
 
     async def pop_item(self, session_id: str, scope: Scope) -> Any | None:
         """Remove and return the newest item this scope may see, or None."""

@@ -33,6 +33,7 @@ COMMANDS = {
     "sessions": "agent_session_store._cli_read:sessions_command",
     "show": "agent_session_store._cli_read:show_command",
     "upgrade": "agent_session_store._cli_migrate:upgrade_command",
+    "usage": "agent_session_store._cli_usage:usage_command",
 }
 
 

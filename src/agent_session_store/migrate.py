@@ -37,7 +37,6 @@ from agent_session_store.errors import (
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
-    archive_table_name,
 )
 
 __all__ = [
@@ -321,7 +320,7 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         opts={
             "compare_type": True,
             "include_name": _migration.include_only(
-                sessions, messages, archive_table_name(messages)
+                *_migration.store_tables(sessions, messages)
             ),
         },
     )

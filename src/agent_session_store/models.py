@@ -1,10 +1,10 @@
-"""Declarative models, column types and naming rules for the two tables.
+"""Declarative models, column types and naming rules for our tables.
 
 The default pair, :class:`AgentSession` and :class:`AgentMessage`, lives on this package's
-:class:`Base`. :func:`make_models` builds (once, then caches) a pair with other table names,
-or on a host application's declarative base so that the host's metadata, relationships and
-Alembic autogenerate see our tables. Every foreign key, index and constraint name is derived
-from the configured table names.
+:class:`Base` with the usage ledger's :class:`AgentUsage`. :func:`make_models` builds (once,
+then caches) a pair with other table names, or on a host application's declarative base so
+that the host's metadata, relationships and Alembic autogenerate see our tables. Every
+foreign key, index and constraint name is derived from the configured table names.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -77,6 +78,16 @@ def messages_index_name(messages_table: str) -> str:
     return derived_name("idx", messages_table, "session_id")
 
 
+def keys_table_name(messages_table: str) -> str:
+    """Name of the idempotency keys table (revision 0005): ``<messages_table>_keys``."""
+    return derived_name(messages_table, "keys")
+
+
+def keys_index_name(keys_table: str) -> str:
+    """Name of the keys table's ``created_at`` index, which :func:`purge_keys` scans."""
+    return derived_name("ix", keys_table, "created")
+
+
 #: The sessions table's indexes (revision 0002): suffix of the name, then the columns. Listing
 #: pages on ``(updated_at, session_id)``, globally or for one user; expiry scans ``expires_at``.
 SESSION_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -89,6 +100,25 @@ SESSION_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 def session_index_name(sessions_table: str, suffix: str) -> str:
     """Name of one of the sessions table's indexes, derived from the table's name."""
     return derived_name("ix", sessions_table, suffix)
+
+
+def usage_table_name(sessions_table: str) -> str:
+    """Name of the usage ledger's table (revision 0004), derived from the sessions table's."""
+    return derived_name(sessions_table, "usage")
+
+
+#: The usage table's indexes: suffix of the name, then the columns. Each aggregation filters
+#: on one of owner, session or time and reads a range of ``created_at``.
+USAGE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("created", ("created_at",)),
+    ("user_created", ("user_id", "created_at")),
+    ("session_created", ("session_id", "created_at")),
+)
+
+
+def usage_index_name(usage_table: str, suffix: str) -> str:
+    """Name of one of the usage table's indexes, derived from the table's name."""
+    return derived_name("ix", usage_table, suffix)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -165,8 +195,16 @@ MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "m
 MessageId = BigInteger().with_variant(Integer(), "sqlite")
 #: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
 UserId = SessionId
+#: An ``add_items`` idempotency key: up to 255 characters, compared case-sensitively.
+IdempotencyKey = SessionId
 #: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
 TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+#: A model's name in the usage ledger: ``VARCHAR(255)``, compared case-sensitively like ids.
+ModelName = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+#: A token count: ``BIGINT`` (a busy tenant passes 2**31 tokens in a month).
+TokenCount = BigInteger()
 #: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
 MetadataJSON = JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True), "postgresql"
@@ -275,11 +313,65 @@ ARCHIVE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class ModelPair(NamedTuple):
-    """The two declarative classes of one configured pair of tables.
+class AgentKeyColumns:
+    """Columns of the idempotency keys table: one row per ``add_items`` batch written.
 
-    The archive model of the pair is :attr:`AgentArchivedItem` (a property, so the pair still
-    unpacks into two classes).
+    The primary key ``(session_id, idempotency_key)`` is what refuses a second copy of a
+    batch; ``created_at`` is what old keys are purged by.
+    """
+
+    idempotency_key: Mapped[str] = mapped_column(IdempotencyKey, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    if TYPE_CHECKING:
+        session_id: Mapped[str]
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} session_id={self.session_id!r} "
+            f"idempotency_key={self.idempotency_key!r}>"
+        )
+
+
+class AgentUsageColumns:
+    """Columns of the usage ledger: one row per recorded run (``record_usage``).
+
+    There is no foreign key to the sessions table on purpose: billing outlives the
+    conversation (``clear_session``, expiry and ``prune`` keep these rows), and ``user_id``
+    is copied from the session when the row is written so that it keeps its owner after the
+    session is gone. ``erase_user`` deletes a user's rows. ``cached_tokens`` and
+    ``reasoning_tokens`` are NULL when the run did not report them.
+    """
+
+    id: Mapped[int] = mapped_column(
+        MessageId, primary_key=True, autoincrement=True, sort_order=-1
+    )
+    session_id: Mapped[str] = mapped_column(SessionId, nullable=False)
+    user_id: Mapped[str | None] = mapped_column(UserId, nullable=True)
+    model: Mapped[str | None] = mapped_column(ModelName, nullable=True)
+    requests: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    input_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    output_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    total_tokens: Mapped[int] = mapped_column(TokenCount, nullable=False)
+    cached_tokens: Mapped[int | None] = mapped_column(TokenCount, nullable=True)
+    reasoning_tokens: Mapped[int | None] = mapped_column(TokenCount, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
+
+
+class ModelPair(NamedTuple):
+    """The declarative classes of one configured pair of tables.
+
+    It unpacks as the two history models (``ChatSession, ChatMessage = make_models(...)``);
+    the models built with them on the same base are properties: the archive's
+    :attr:`AgentArchivedItem`, the batches' idempotency keys' :attr:`AgentKey` and the usage
+    ledger's :attr:`AgentUsage`.
     """
 
     AgentSession: type[AgentSessionColumns]
@@ -290,9 +382,21 @@ class ModelPair(NamedTuple):
         """The archive table's model, on the same base as the pair."""
         return _archives[self.AgentMessage]
 
+    @property
+    def AgentKey(self) -> type[AgentKeyColumns]:  # noqa: N802 - a class, named like one
+        """The idempotency keys model of this pair (table ``<messages_table>_keys``)."""
+        return _key_models[self.AgentMessage]
+
+    @property
+    def AgentUsage(self) -> type[AgentUsageColumns]:  # noqa: N802 - a class, like the others
+        """The usage ledger's model (table ``<sessions_table>_usage``)."""
+        return _usage_models[self.AgentSession]
+
 
 _cache: dict[tuple[type[Any], str, str], ModelPair] = {}
 _archives: dict[type[Any], type[ArchivedItemColumns]] = {}
+_key_models: dict[type[Any], type[AgentKeyColumns]] = {}
+_usage_models: dict[type[Any], type[AgentUsageColumns]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -304,9 +408,13 @@ def make_models(
 ) -> ModelPair:
     """Return the declarative model pair for these table names on ``base``.
 
+    The usage ledger's model (``<sessions_table>_usage``) is built with the pair, on the same
+    base, and reached as ``make_models(...).AgentUsage``.
+
     Calls with the same arguments return the same classes. With ``base=None`` the default names
     give this package's :class:`AgentSession`/:class:`AgentMessage`, and other names a pair on
-    a private base of their own, so that ``metadata`` holds exactly the two tables.
+    a private base of their own, so that ``metadata`` holds exactly their three tables (the
+    third, ``<messages_table>_keys``, holds the batches' idempotency keys: ``pair.AgentKey``).
 
     Args:
         base: A host application's declarative base (``DeclarativeBase`` subclass or
@@ -321,6 +429,11 @@ def make_models(
     check_identifier(messages_table, "messages_table")
     if sessions_table == messages_table:
         raise InvalidIdentifierError("sessions_table and messages_table must differ")
+    if messages_table == usage_table_name(sessions_table):
+        raise InvalidIdentifierError(
+            f"messages_table {messages_table!r} is the name of the usage table of sessions "
+            f"table {sessions_table!r}; choose another"
+        )
     default_names = (sessions_table, messages_table) == (
         DEFAULT_SESSIONS_TABLE,
         DEFAULT_MESSAGES_TABLE,
@@ -414,7 +527,53 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
             },
         ),
     )
+    keys_table = keys_table_name(messages_table)
+    _key_models[message_cls] = cast(
+        "type[AgentKeyColumns]",
+        type(
+            f"AgentKey{suffix}",
+            (AgentKeyColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": keys_table,
+                "__table_args__": (
+                    PrimaryKeyConstraint("session_id", "idempotency_key"),
+                    Index(keys_index_name(keys_table), "created_at"),
+                    dict(_TABLE_OPTIONS),
+                ),
+                "session_id": mapped_column(
+                    SessionId,
+                    ForeignKey(f"{sessions_table}.session_id", ondelete="CASCADE"),
+                    nullable=False,
+                    sort_order=-1,
+                ),
+            },
+        ),
+    )
+    _usage_models[session_cls] = _build_usage(base, usage_table_name(sessions_table), suffix)
     return ModelPair(session_cls, message_cls)
 
 
+def _build_usage(base: type[Any], usage_table: str, suffix: str) -> type[AgentUsageColumns]:
+    return cast(
+        "type[AgentUsageColumns]",
+        type(
+            f"AgentUsage{suffix}",
+            (AgentUsageColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": usage_table,
+                "__table_args__": (
+                    *(
+                        Index(usage_index_name(usage_table, suffix), *columns)
+                        for suffix, columns in USAGE_INDEXES
+                    ),
+                    {"sqlite_autoincrement": True, **_TABLE_OPTIONS},
+                ),
+            },
+        ),
+    )
+
+
 AgentSession, AgentMessage = make_models()
+AgentUsage = make_models().AgentUsage

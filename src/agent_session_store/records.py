@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agent_session_store import _dialect, _record_sql
+from agent_session_store import _dialect, _record_sql, _usage_sql
 from agent_session_store._cursor import decode_cursor, encode_cursor
 from agent_session_store._json import check_session_id
 from agent_session_store.errors import (
@@ -92,10 +92,14 @@ class RecordPage:
 
 @dataclass(frozen=True)
 class Removed:
-    """How many sessions and items a purge or an erasure deleted (or, dry, would delete)."""
+    """How many sessions and items a purge or an erasure deleted (or, dry, would delete).
+
+    ``usage_rows``: rows of the usage ledger an erasure deleted (a purge keeps them).
+    """
 
     sessions: int
     items: int
+    usage_rows: int = 0
 
 
 class SessionRecords:
@@ -105,6 +109,7 @@ class SessionRecords:
         engine: The store's engine.
         sessions: The sessions table.
         messages: The messages table.
+        usage: The usage ledger's table, which :meth:`erase_user` empties of the user's rows.
         wrote: Called after each write ends (the store's replica reads wait for it).
     """
 
@@ -114,9 +119,10 @@ class SessionRecords:
         sessions: Table,
         messages: Table,
         archive: Table | None = None,
+        usage: Table | None = None,
         wrote: Callable[[], None] | None = None,
     ) -> None:
-        self._engine, self._s, self._m = engine, sessions, messages
+        self._engine, self._s, self._m, self._usage = engine, sessions, messages, usage
         #: The archive table: removing a session removes its archived items too.
         self._a = archive
         self._wrote = wrote
@@ -292,10 +298,23 @@ class SessionRecords:
     async def erase_user(
         self, user_id: str, *, batch_size: int = DEFAULT_BATCH, dry_run: bool = False
     ) -> Removed:
-        """Delete every session of ``user_id`` and all their items, in bounded batches."""
+        """Delete every session of ``user_id``, their items and usage rows, in bounded batches.
+
+        Usage rows go first (the user's, and any on the user's sessions), then the sessions,
+        then once more the user's usage rows, which catches runs recorded meanwhile.
+        """
         if not isinstance(user_id, str) or not user_id:
             raise InvalidArgumentError(f"user_id must be a non-empty str, got {user_id!r}")
-        return await self._remove(self._s.c.user_id == user_id, batch_size, dry_run)
+        usage = self._usage
+        if usage is None:
+            return await self._remove(self._s.c.user_id == user_id, batch_size, dry_run)
+        check_batch_size(batch_size)
+        erase = _usage_sql.UserUsage(self._engine, usage, self._s, user_id, self._write)
+        rows = await erase.remove(batch_size, dry_run)
+        removed = await self._remove(self._s.c.user_id == user_id, batch_size, dry_run)
+        if not dry_run:
+            rows += await erase.remove(batch_size, dry_run)
+        return Removed(removed.sessions, removed.items, rows)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -337,8 +356,7 @@ class SessionRecords:
     async def _remove(
         self, condition: Any, batch_size: int, dry_run: bool, *, skip_locked: bool = False
     ) -> Removed:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
         s, m = self._s, self._m
         if dry_run:
             joined = s.outerjoin(m, m.c.session_id == s.c.session_id)
@@ -375,21 +393,31 @@ class SessionRecords:
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         try:
-            return await self._write_retrying(operation)
+            return await write_retrying(self._engine, operation)
         finally:
             if self._wrote is not None:
                 self._wrote()
 
-    async def _write_retrying(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        for attempt in range(_ATTEMPTS):
-            try:
-                async with self._engine.begin() as conn:
-                    return await operation(conn)
-            except DBAPIError as exc:
-                if attempt == _ATTEMPTS - 1 or not _dialect.is_retryable(exc):
-                    raise
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
+
+async def write_retrying(
+    engine: AsyncEngine, operation: Callable[[AsyncConnection], Awaitable[T]]
+) -> T:
+    """Run ``operation`` in a transaction, again after deadlocks and serialization failures."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            async with engine.begin() as conn:
+                return await operation(conn)
+        except DBAPIError as exc:
+            if attempt == _ATTEMPTS - 1 or not _dialect.is_retryable(exc):
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def check_batch_size(batch_size: object) -> None:
+    """Refuse a ``batch_size`` that is not a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def refuse_other_owner(session_id: str, wanted: str | None, owner: str | None) -> None:

@@ -6,11 +6,17 @@ else in the package does.
 Each turn of a :class:`ScriptedModel` either answers with text or first calls a tool and then
 answers with text that includes the tool's output, so a conversation produces the item types a
 real one does: user messages, function calls, function outputs and assistant messages.
+
+With ``report_usage=True`` each response reports token usage as a real model would: input and
+output tokens estimated from the text (about four characters a token), the part of the input
+that repeats the previous request's as cached tokens, and the reasoning summary as reasoning
+tokens. Every reported ``Usage`` is kept in :attr:`ScriptedModel.reported`.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +32,10 @@ from openai.types.responses import (
     ResponseOutputMessage,
     ResponseOutputText,
     ResponseReasoningItem,
+    ResponseUsage,
 )
 from openai.types.responses.response_reasoning_item import Summary
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 __all__ = ["ScriptedModel", "Turn", "demo_agent"]
 
@@ -46,14 +54,28 @@ class Turn:
     reasoning: str | None = None
 
 
-class ScriptedModel(Model):
-    """A ``Model`` that plays :class:`Turn` s in order and records every input it was given."""
+def tokens_of(text: str) -> int:
+    """A token count estimated from text: about four characters a token."""
+    return (len(text) + 3) // 4
 
-    def __init__(self, turns: Sequence[Turn]) -> None:
+
+class ScriptedModel(Model):
+    """A ``Model`` that plays :class:`Turn` s in order and records every input it was given.
+
+    Args:
+        turns: The script.
+        report_usage: Report estimated token usage with each response (else zeros).
+    """
+
+    def __init__(self, turns: Sequence[Turn], *, report_usage: bool = False) -> None:
         self._turns = list(turns)
         self._next_turn = 0
         self._ids = itertools.count(1)
+        self._report_usage = report_usage
+        self._previous_input = ""
         self.inputs: list[list[TResponseInputItem]] = []
+        #: The usage reported with each response, in order.
+        self.reported: list[Usage] = []
 
     async def get_response(
         self,
@@ -75,17 +97,19 @@ class ScriptedModel(Model):
             [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
         )
         self.inputs.append(items)
+        prompt = (system_instructions or "") + json.dumps(items, default=str)
         last: dict[str, Any] = dict(items[-1]) if items else {}
         if last.get("type") == "function_call_output":
             turn = self._turns[self._next_turn - 1]
-            return self._respond(self._message(turn.reply.format(tool_output=last["output"])))
+            reply = self._message(turn.reply.format(tool_output=last["output"]))
+            return self._respond(reply, prompt=prompt)
         if self._next_turn >= len(self._turns):
             raise RuntimeError(f"the script has only {len(self._turns)} turns")
         turn = self._turns[self._next_turn]
         self._next_turn += 1
         thought = [] if turn.reasoning is None else [self._reasoning(turn.reasoning)]
         if turn.tool is None:
-            return self._respond(*thought, self._message(turn.reply))
+            return self._respond(*thought, self._message(turn.reply), prompt=prompt)
         call = ResponseFunctionToolCall(
             type="function_call",
             id=f"fc_{next(self._ids)}",
@@ -94,7 +118,7 @@ class ScriptedModel(Model):
             arguments=turn.arguments,
             status="completed",
         )
-        return self._respond(*thought, call)
+        return self._respond(*thought, call, prompt=prompt)
 
     async def stream_response(
         self, *args: Any, **kwargs: Any
@@ -114,6 +138,7 @@ class ScriptedModel(Model):
             parallel_tool_calls=False,
             tool_choice="auto",
             tools=[],
+            usage=self._response_usage(answer.usage) if self._report_usage else None,
         )
         yield ResponseCompletedEvent(
             type="response.completed", response=response, sequence_number=0
@@ -135,9 +160,50 @@ class ScriptedModel(Model):
             summary=[Summary(type="summary_text", text=summary)],
         )
 
-    def _respond(self, *items: Any) -> ModelResponse:
-        return ModelResponse(
-            output=list(items), usage=Usage(), response_id=f"resp_{next(self._ids)}"
+    def _respond(self, *items: Any, prompt: str) -> ModelResponse:
+        usage = self._usage(prompt, items) if self._report_usage else Usage()
+        self.reported.append(usage)
+        return ModelResponse(output=list(items), usage=usage, response_id=f"resp_{next(self._ids)}")
+
+    def _usage(self, prompt: str, items: Sequence[Any]) -> Usage:
+        """One request's usage: the repeated start of the prompt is cached, as providers do."""
+        previous = self._previous_input
+        pairs = enumerate(zip(prompt, previous, strict=False))
+        shared = next((n for n, (a, b) in pairs if a != b), min(len(prompt), len(previous)))
+        cached = tokens_of(prompt[:shared]) // 2 * 2
+        self._previous_input = prompt
+        reasoning = sum(
+            tokens_of(part.text)
+            for item in items
+            if isinstance(item, ResponseReasoningItem)
+            for part in item.summary
+        )
+        written = sum(
+            tokens_of(item.model_dump_json())
+            for item in items
+            if not isinstance(item, ResponseReasoningItem)
+        )
+        input_tokens = tokens_of(prompt)
+        output_tokens = written + reasoning
+        return Usage(
+            requests=1,
+            input_tokens=input_tokens,
+            input_tokens_details=InputTokensDetails(
+                cached_tokens=min(cached, input_tokens), cache_write_tokens=0
+            ),
+            output_tokens=output_tokens,
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
+            total_tokens=input_tokens + output_tokens,
+        )
+
+    @staticmethod
+    def _response_usage(usage: Usage) -> ResponseUsage:
+        return ResponseUsage(
+            input_tokens=usage.input_tokens,
+            input_tokens_details=usage.input_tokens_details,
+            output_tokens=usage.output_tokens,
+            output_tokens_details=usage.output_tokens_details,
+            total_tokens=usage.total_tokens,
         )
 
 
@@ -158,9 +224,11 @@ DEMO_SCRIPT = (
 )
 
 
-def demo_agent(turns: Sequence[Turn] = DEMO_SCRIPT) -> tuple[Agent[Any], ScriptedModel]:
+def demo_agent(
+    turns: Sequence[Turn] = DEMO_SCRIPT, *, report_usage: bool = False
+) -> tuple[Agent[Any], ScriptedModel]:
     """An agent with a weather tool, driven by a :class:`ScriptedModel` playing ``turns``."""
-    model = ScriptedModel(turns)
+    model = ScriptedModel(turns, report_usage=report_usage)
     agent: Agent[Any] = Agent(
         name="Assistant",
         instructions="Be brief.",

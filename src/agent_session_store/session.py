@@ -24,6 +24,7 @@ from agent_session_store.errors import (
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
 from agent_session_store.records import UNSET, SessionRecord
 from agent_session_store.store import SessionStore, check_async_engine
+from agent_session_store.usage import RunUsage
 
 
 @dataclass
@@ -198,17 +199,29 @@ class SQLAlchemySession:
             await self._ensure_tables()
         return await self._store.get_items(self.session_id, limit, scope=self._scope)
 
-    async def add_items(self, items: list[Any]) -> None:
+    async def add_items(self, items: list[Any], *, idempotency_key: str | None = None) -> None:
         """Append ``items`` in one transaction, creating the session if needed.
+
+        Args:
+            items: The items, in order.
+            idempotency_key: Names this batch (1 to 255 characters): a second call with the
+                same key stores nothing and succeeds. Without one the call gets its own
+                key, so a connection lost at the commit point is settled by the store.
 
         Raises:
             TypeError: ``items`` is not a list of dicts.
             InvalidItemError: an item cannot be encoded as strict JSON. Nothing is stored.
+            CommitOutcomeUnknownError: the connection was lost while committing and the
+                database stayed unreachable; retry with its ``idempotency_key``.
         """
         if self._create_tables:
             await self._ensure_tables()
         await self._store.add_items(
-            self.session_id, items, ensure_ascii=self._ensure_ascii, scope=self._scope
+            self.session_id,
+            items,
+            ensure_ascii=self._ensure_ascii,
+            scope=self._scope,
+            idempotency_key=idempotency_key,
         )
 
     async def pop_item(self) -> Any | None:
@@ -267,6 +280,26 @@ class SQLAlchemySession:
         """
         await self.replace_items(list(items))
         return True
+
+    async def record_usage(self, result_or_usage: Any, *, model: str | None = None) -> RunUsage:
+        """Store one usage row for a run of this session (the ledger, see docs/usage.md).
+
+        Args:
+            result_or_usage: The SDK's ``RunResult``/``RunResultStreaming`` (its
+                ``context_wrapper.usage``; a streamed run once its events are consumed), an
+                ``agents.usage.Usage``, or a mapping with the same fields.
+            model: The model's name; by default the one the run's requests name, else the
+                agent's model when it is a name, else None.
+
+        Raises:
+            SessionOwnershipError: this handle's ``user_id`` does not own the session.
+            ArgumentTypeError, InvalidArgumentError: bad usage values; nothing was written.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        return await self._store.record_usage(
+            self.session_id, result_or_usage, model=model, user_id=self.user_id
+        )
 
     async def info(self) -> SessionRecord | None:
         """This session's record (owner, title, metadata, times, item count), or None.

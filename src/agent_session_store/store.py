@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _engines, _replica
+from agent_session_store import _dialect, _engines, _idempotency, _replica
 from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Operation, Runner
 from agent_session_store._history import History, check_count
@@ -48,12 +48,15 @@ from agent_session_store.errors import ArgumentTypeError, DatabaseConnectionErro
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
+    AgentKeyColumns,
     AgentMessageColumns,
     AgentSessionColumns,
+    AgentUsageColumns,
     ArchivedItemColumns,
     make_models,
 )
 from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
+from agent_session_store.usage import GroupBy, RunUsage, UsageLedger, UsageTotals
 
 if TYPE_CHECKING:
     from agent_session_store.session import SQLAlchemySession
@@ -96,6 +99,11 @@ class SessionStore:
             table in the same transaction, for :meth:`restore`; :meth:`purge_archive` with no
             argument deletes those older than the retention. False (the default): removed
             items are deleted, and the plain statements run unchanged.
+        idempotency_keys: Give every ``add_items`` call that names no ``idempotency_key``
+            one of its own, so that a connection lost at the commit point is settled by
+            sending the batch again (the database refuses a second copy). False writes
+            keys only for calls that give one; a lost commit of the others raises
+            ``CommitOutcomeUnknownError``.
         replica: A PostgreSQL streaming replica for ``get_items`` and the reads of
             ``list_sessions``, ``info``, ``count_items`` and ``session_info``: a URL (the
             store makes its engines, as for the primary) or, with a primary engine, an
@@ -124,6 +132,7 @@ class SessionStore:
         check_schema: bool = False,
         ttl: timedelta | float | None = None,
         archive: bool | timedelta = False,
+        idempotency_keys: bool = True,
         replica: AsyncEngine | str | URL | None = None,
         replica_max_wait: float = _replica.MAX_WAIT_S,
         replica_max_tracked: int = _replica.MAX_TRACKED,
@@ -162,6 +171,9 @@ class SessionStore:
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
         self.AgentArchivedItem: type[ArchivedItemColumns] = models.AgentArchivedItem
+        self.AgentKey: type[AgentKeyColumns] = models.AgentKey
+        self.idempotency_keys = bool(idempotency_keys)
+        self.AgentUsage: type[AgentUsageColumns] = models.AgentUsage
         self.sessions_table = sessions_table
         self.messages_table = messages_table
         self._closed = False
@@ -173,7 +185,7 @@ class SessionStore:
         self._schema_locks = LoopLocks()
         self._max_packet: int | None = None
         self._statements = Statements(
-            self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine)
+            self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine), self.keys
         )
         owned = kwargs if self._owns_engine else None
 
@@ -287,8 +299,18 @@ class SessionStore:
     def _records_on(self, binding: _engines.Binding) -> SessionRecords:
         wrote = None if self._replica is None else partial(self._wrote, None)
         return SessionRecords(
-            binding.engine, self.sessions, self.messages, archive=self.archive_table, wrote=wrote
+            binding.engine,
+            self.sessions,
+            self.messages,
+            archive=self.archive_table,
+            usage=self.usage_table,
+            wrote=wrote,
         )
+
+    @property
+    def ledger(self) -> UsageLedger:
+        """The usage ledger (``record_usage``, ``usage``), on the running loop's engine."""
+        return UsageLedger(self._current().engine, self.usage_table, self.sessions)
 
     def _admin(self, binding: _engines.Binding | None = None) -> StoreAdmin:
         transport = (binding or self._current()).transport
@@ -369,6 +391,16 @@ class SessionStore:
         """The archive ``Table`` (items an ``archive=`` store removed)."""
         return self.AgentArchivedItem.__table__  # type: ignore[attr-defined,no-any-return]
 
+    @property
+    def keys(self) -> Table:
+        """The idempotency keys ``Table`` (``<messages_table>_keys``)."""
+        return self.AgentKey.__table__  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def usage_table(self) -> Table:
+        """The usage ledger's ``Table`` (``<sessions_table>_usage``)."""
+        return self.AgentUsage.__table__  # type: ignore[attr-defined,no-any-return]
+
     def __repr__(self) -> str:
         url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         return (
@@ -379,7 +411,7 @@ class SessionStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def create_tables(self) -> None:
-        """Create this store's tables (sessions, messages, archive) and indexes if missing.
+        """Create this store's tables (sessions, messages, archive, idempotency keys) if missing.
 
         Idempotent, and safe when many tasks or processes call it at once. Meant for tests and
         quick starts; production schemas are managed with the shipped Alembic migrations.
@@ -390,7 +422,7 @@ class SessionStore:
         async with self._tables_locks.get():
             if self._tables_ready:
                 return
-            tables = [self.sessions, self.messages, self.archive_table]
+            tables = [self.sessions, self.messages, self.archive_table, self.keys, self.usage_table]
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     async with transport.core.begin() as conn:
@@ -546,28 +578,36 @@ class SessionStore:
         *,
         ensure_ascii: bool = False,
         scope: Scope | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Append ``items`` to ``session_id`` atomically, creating the session if needed.
 
         ``ensure_ascii``: store ASCII-only JSON (JSON unicode escapes), as the SDK's
         ``SQLAlchemySession`` does by default; else UTF-8 text.
+
+        ``idempotency_key``: names this batch (1 to 255 characters). A batch whose key is
+        already stored for the session is not stored again, and the call succeeds; keys are
+        kept until :meth:`purge_keys` removes them or the session is deleted. Without one,
+        the call gets a key of its own (unless the store has ``idempotency_keys=False``), so
+        a connection lost at the commit point is settled by sending the batch again.
         """
         if self._closed:
             raise _closed_error()
         check_session_id(session_id)
+        key = self._key_of(idempotency_key)
         encoded = encode_items(items, ensure_ascii=ensure_ascii)
         if not encoded:
             return
         scope = self._scope_of(scope)
         if not scope.plain:
-            await self._scoped.add_items(session_id, encoded, scope)
+            await self._scoped.add_items(session_id, encoded, scope, key)
             return
         st = self._statements
-        append = st.append
+        append = st.append if key is None else st.append_keyed
         if append is not None:
-            one = {"sid": session_id, "texts": encoded}
-            await self._write(
-                session_id, lambda run: run.run(append, one), WriteShape.ONE_STATEMENT
+            one = {"sid": session_id, "texts": encoded, "key": key}
+            await self._write_batch(
+                lambda run: run.run(append, one), WriteShape.ONE_STATEMENT, session_id, key
             )
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
@@ -580,9 +620,49 @@ class SessionStore:
                     self._max_packet = int(found[0][0])
                 _dialect.check_packet_size(encoded, session_id, self._max_packet)
             await run.run(st.touch, {"sid": session_id})
+            if key is not None:
+                await run.run(st.insert_key, {"sid": session_id, "key": key})
             await run.run(st.insert, params)
 
-        await self._write(session_id, add, WriteShape.SEVERAL_STATEMENTS)
+        await self._write_batch(add, WriteShape.SEVERAL_STATEMENTS, session_id, key)
+
+    def _key_of(self, given: str | None) -> str | None:
+        if given is not None:
+            return _idempotency.check_key(given)
+        return _idempotency.new_key() if self.idempotency_keys else None
+
+    async def _write_batch(
+        self, add: Callable[[Runner], Any], shape: WriteShape, session_id: str, key: str | None
+    ) -> None:
+        """Write a batch; with a key, until it is known stored once (see ``_idempotency``)."""
+        if key is None:
+            await self._write(session_id, add, shape)
+            return
+        st, found = self._statements, {"sid": session_id, "key": key}
+
+        async def write() -> None:
+            await self._write(session_id, add, shape)
+
+        async def stored() -> bool:
+            return bool(await self._transport.read(lambda run: run.rows(st.key_stored, found)))
+
+        await _idempotency.write_once(write, stored, key, session_id)
+
+    async def purge_keys(
+        self, *, older_than: datetime | timedelta, batch_size: int = 1000
+    ) -> int:
+        """Delete the idempotency keys written before ``older_than``; return how many.
+
+        A batch whose key is purged is no longer recognised: the same key stores it again.
+        Keep keys for longer than any caller retries (a day is plenty); the store's own
+        retries after a lost commit take seconds. Deletes ``batch_size`` keys per
+        transaction, so it never holds locks for long.
+        """
+        from agent_session_store._key_purge import purge_keys
+
+        return await purge_keys(
+            self._transport, self.keys, older_than=older_than, batch_size=batch_size
+        )
 
     async def pop_item(self, session_id: str, *, scope: Scope | None = None) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
@@ -777,6 +857,38 @@ class SessionStore:
         if not dry_run:
             await self._archiver.purge_user(user_id)
         return removed
+
+    async def record_usage(
+        self,
+        session_id: str,
+        result_or_usage: Any,
+        *,
+        model: str | None = None,
+        user_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> RunUsage:
+        """Write one usage row for a run of ``session_id``; see :meth:`UsageLedger.record`.
+
+        ``created_at`` (an aware datetime) backfills a run recorded elsewhere; by default
+        the row takes the database's clock, like every other timestamp.
+        """
+        return await self.ledger.record(
+            session_id, result_or_usage, model=model, user_id=user_id, created_at=created_at
+        )
+
+    async def usage(
+        self,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: GroupBy | None = None,
+    ) -> list[UsageTotals]:
+        """Sums of the usage ledger, grouped in SQL; see :meth:`UsageLedger.totals`."""
+        return await self.ledger.totals(
+            user_id=user_id, session_id=session_id, since=since, until=until, group_by=group_by
+        )
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""
