@@ -13,7 +13,7 @@ import hashlib
 import re
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
+from agent_session_store._family import Family, family_of, is_mysql, is_postgresql
 from agent_session_store.errors import InvalidArgumentError, InvalidIdentifierError
 
 DEFAULT_SESSIONS_TABLE = "agent_sessions"
@@ -104,7 +105,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """``DATETIME(6)`` on MySQL/MariaDB, a timezone-aware ``DateTime`` elsewhere."""
-        if dialect.name in ("mysql", "mariadb"):
+        if is_mysql(dialect):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime(timezone=True))
 
@@ -115,7 +116,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise InvalidArgumentError("naive datetime given; pass a timezone-aware datetime")
         value = value.astimezone(timezone.utc)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+        return value if is_postgresql(dialect) else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime."""
@@ -134,43 +135,80 @@ class utcnow(FunctionElement[datetime]):  # noqa: N801 - reads as a SQL function
 
 
 @compiles(utcnow)
-def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CURRENT_TIMESTAMP"
-
-
-@compiles(utcnow, "postgresql")
-def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "now()"
-
-
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+def _utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    family = family_of(compiler.dialect)
+    if family is Family.POSTGRESQL:
+        return "now()"
+    if family is Family.MYSQL:
+        return "(UTC_TIMESTAMP(6))"
     # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders them.
     return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
 
 
-@compiles(utcnow, "mysql")
-@compiles(utcnow, "mariadb")
-def _utcnow_mysql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(UTC_TIMESTAMP(6))"
+class FamilyType(TypeDecorator[Any]):
+    """A column type that differs by database family, chosen by dialect class.
+
+    ``with_variant`` picks by dialect *name*, which a dialect built on ours (CockroachDB's
+    on PostgreSQL's) does not share: it would get the default type (a ``BIGINT`` rowid on
+    SQLite, ``JSON`` where containment needs ``JSONB``). Subclasses give ``impl`` and
+    ``variants``.
+    """
+
+    cache_ok = True
+    variants: ClassVar[tuple[tuple[Family, TypeEngine[Any]], ...]] = ()
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """The family's variant, or ``impl``."""
+        chosen = dict(self.variants).get(family_of(dialect))
+        return dialect.type_descriptor(self.impl_instance if chosen is None else chosen)
 
 
-#: ``VARCHAR(255)``; binary collation on MySQL/MariaDB so ids compare case-sensitively there too.
-SessionId = String(255).with_variant(
-    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-)
-#: JSON text; ``LONGTEXT`` on MySQL/MariaDB so multi-megabyte items fit.
-MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
-#: ``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias.
-MessageId = BigInteger().with_variant(Integer(), "sqlite")
+class SessionIdType(FamilyType):
+    """``VARCHAR(255)``; binary collation on MySQL/MariaDB so ids compare case-sensitively."""
+
+    cache_ok = True
+    impl = String(255)
+    variants = ((Family.MYSQL, mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin")),)
+
+
+class MessageTextType(FamilyType):
+    """JSON text; ``LONGTEXT`` on MySQL/MariaDB so multi-megabyte items fit."""
+
+    cache_ok = True
+    impl = Text()
+    variants = ((Family.MYSQL, mysql.LONGTEXT(charset="utf8mb4")),)
+
+
+class MessageIdType(FamilyType):
+    """``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias."""
+
+    cache_ok = True
+    impl = BigInteger()
+    variants = ((Family.SQLITE, Integer()),)
+
+
+class TitleTextType(FamilyType):
+    """A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB)."""
+
+    cache_ok = True
+    impl = Text()
+    variants = ((Family.MYSQL, mysql.TEXT(charset="utf8mb4")),)
+
+
+class MetadataJSON(FamilyType):
+    """Session metadata: ``JSONB`` on the PostgreSQL family (containment, ``||``), else JSON."""
+
+    cache_ok = True
+    impl = JSON(none_as_null=True)
+    variants = ((Family.POSTGRESQL, postgresql.JSONB(none_as_null=True)),)
+
+
+SessionId = SessionIdType()
+MessageText = MessageTextType()
+MessageId = MessageIdType()
 #: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
 UserId = SessionId
-#: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
-TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
-#: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
-MetadataJSON = JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
+TitleText = TitleTextType()
 
 _TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
 
@@ -195,7 +233,7 @@ class AgentSessionColumns:
     title: Mapped[str | None] = mapped_column(TitleText, nullable=True)
     # ``metadata`` is taken by the declarative base: the column keeps its name, not the attribute.
     session_metadata: Mapped[dict[str, Any] | None] = mapped_column(
-        "metadata", MetadataJSON, nullable=True
+        "metadata", MetadataJSON(), nullable=True
     )
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
