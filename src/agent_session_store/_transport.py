@@ -2,8 +2,8 @@
 
 :class:`Transport` is the one funnel between the store's operations and the executors. It
 picks the executor (the probe's decision, per call), runs writes again only after errors
-that mean the server rolled the transaction back, and makes a cancelled write
-all-or-nothing.
+that mean the server rolled the transaction back (``_retry.RetryPolicy``, until a deadline),
+and makes a cancelled write all-or-nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
@@ -20,7 +19,6 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_session_store import _dialect
 from agent_session_store._executor import (
     CoreExecutor,
     CoreRunner,
@@ -31,11 +29,13 @@ from agent_session_store._executor import (
     Runner,
 )
 from agent_session_store._probe import Path, Probe
+from agent_session_store._retry import RetryPolicy
 from agent_session_store.errors import CommitOutcomeUnknownError
 
 logger = logging.getLogger("agent_session_store")
 
 T = TypeVar("T")
+#: Attempts of the store's own DDL (``create_tables``), which races other processes.
 MAX_ATTEMPTS = 8
 _UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
@@ -61,8 +61,16 @@ class Transport:
         probe: Probe,
         *,
         one_writer: bool,
+        retry: RetryPolicy | None = None,
+        lost_retries: int = 1,
     ) -> None:
-        """``one_writer``: writers of this process queue on an asyncio lock (SQLite)."""
+        """``one_writer``: writers of this process queue on an asyncio lock (SQLite).
+
+        ``retry``: which rolled-back writes run again and until when; ``lost_retries``: how
+        many connections lost before COMMIT one write may run again after (one per host).
+        """
+        self.retry = retry or RetryPolicy()
+        self.lost_retries = lost_retries
         self.core = core
         self._driver = driver
         self.probe = probe
@@ -133,8 +141,9 @@ class Transport:
         return self._writer_locks.get()
 
     async def _retrying(self, operation: Operation[T], executor: Executor) -> T:
-        lost_before = False
-        for attempt in range(MAX_ATTEMPTS):
+        clock = self.retry.start()
+        losses = 0
+        while True:
             used: list[Runner] = []
             try:
                 async with self._writer():
@@ -147,17 +156,24 @@ class Transport:
                         f"before writing again ({type(exc.orig).__name__}: {exc.orig})"
                     ) from exc
                 # A connection lost before COMMIT was sent took its transaction with it; one
-                # retry on a fresh connection, since a statement that kills it would again.
-                lost = exc.connection_invalidated
-                if lost and lost_before:
+                # retry on a fresh connection per host the store can reach, since a
+                # statement that kills it would again.
+                if exc.connection_invalidated:
+                    losses += 1
+                    if losses > self.lost_retries:
+                        raise
+                    kind = "connection lost before commit"
+                else:
+                    found = self.retry.kind_of(exc)
+                    if found is None:
+                        raise
+                    kind = found.name
+                sleep = clock.next_sleep(kind)
+                if sleep is None:
                     raise
-                lost_before = lost_before or lost
-                if attempt == MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
-                    raise
-                logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                if not lost:
-                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
+                logger.debug("retrying a rolled-back transaction (%s): %s", kind, exc.orig)
+                if not exc.connection_invalidated:
+                    await asyncio.sleep(sleep)
 
 
 async def _recording(used: list[Runner], operation: Operation[T], runner: Runner) -> T:

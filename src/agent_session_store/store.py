@@ -23,12 +23,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _engines
+from agent_session_store import _dialect, _engines, _hosts
 from agent_session_store._executor import LoopLocks, Runner
+from agent_session_store._family import family_of
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
 from agent_session_store._records import Record
+from agent_session_store._retry import RetryStats, retry_policy
 from agent_session_store._scoped import PLAIN, Scope
 from agent_session_store._scoped_ops import ScopedOperations
 from agent_session_store._statements import PAGE, Statements, prepare
@@ -84,6 +86,13 @@ class SessionStore:
         ttl: Sliding time to live of every session (``timedelta`` or seconds): each write
             moves ``expires_at`` to now + ttl, and an expired session reads as empty until
             :meth:`purge_expired` deletes it. None: sessions expire only when given a time.
+        retry_deadline: Seconds (or a ``timedelta``) a write the server rolled back
+            (deadlock, serialization failure, Galera certification conflict, SQLite busy)
+            keeps being retried, with capped, jittered backoff; then its last error is
+            raised. Default 20 s; 0 never retries.
+        causal_reads: MySQL/MariaDB Galera, engines the store makes: each connection waits
+            for the cluster's earlier writes before reading (``wsrep_sync_wait = 1``). None
+            (default): on wherever the server reports ``wsrep_on``.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -102,13 +111,22 @@ class SessionStore:
         engine_kwargs: Mapping[str, Any] | None = None,
         check_schema: bool = False,
         ttl: timedelta | float | None = None,
+        retry_deadline: timedelta | float | None = None,
+        causal_reads: bool | None = None,
     ) -> None:
+        self._retry = retry_policy(retry_deadline)
+        hosts = 1
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
         check_async_engine(engine_or_url)
         if isinstance(engine_or_url, AsyncEngine):
             if engine_kwargs:
                 raise ArgumentTypeError("engine_kwargs only applies when the store is given a URL")
+            if causal_reads is not None:
+                raise ArgumentTypeError(
+                    "causal_reads only applies when the store is given a URL; on your own "
+                    "engine, run SET SESSION wsrep_sync_wait = 1 in a connect event"
+                )
             engine, self._owns_engine = engine_or_url, False
         else:
             url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
@@ -130,7 +148,10 @@ class SessionStore:
                 # docs/performance.md, "Pool defaults").
                 kwargs.setdefault("pool_size", POOL_SIZE)
                 kwargs.setdefault("max_overflow", 0)
+            if _dialect.is_mysql(url.get_dialect(_is_async=True)):
+                url, kwargs, hosts = _hosts.owned_mysql_engine(url, kwargs, causal_reads)
             engine, self._owns_engine = _engines.owned_engine(url, kwargs), True
+        family_of(engine.dialect)  # an unsupported dialect stops here, saying so
         _dialect.configure_sqlite(engine.sync_engine)
 
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
@@ -152,7 +173,13 @@ class SessionStore:
 
         def bind(on: AsyncEngine) -> _engines.Binding:
             return _engines.build(
-                on, self._statements, self._gate, self._cannot_connect, owned_kwargs=owned
+                on,
+                self._statements,
+                self._gate,
+                self._cannot_connect,
+                owned_kwargs=owned,
+                retry=self._retry,
+                hosts=hosts,
             )
 
         def make() -> _engines.Binding:
@@ -193,7 +220,7 @@ class SessionStore:
         return StoreAdmin(
             self.sessions,
             self.messages,
-            dialect_name=self._bindings.first.engine.dialect.name,
+            dialect_name=family_of(self._bindings.first.engine.dialect).value,
             connect=transport.core.connect,
             begin=transport.core.begin,
             write=transport.write_core,
@@ -244,6 +271,11 @@ class SessionStore:
         if self._closed:
             return self._bindings.first.engine
         return self._bindings.current().engine
+
+    @property
+    def retry_stats(self) -> RetryStats:
+        """What this store's write retries did: calls retried, attempts, longest wait."""
+        return self._retry.stats
 
     @property
     def metadata(self) -> MetaData:
