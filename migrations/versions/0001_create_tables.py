@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
 
 from agent_session_store._family import is_mysql, is_postgresql, is_sqlite
@@ -25,7 +26,6 @@ from agent_session_store.migrate import configured_tables
 from agent_session_store.models import (
     MessageIdType,
     MessageTextType,
-    SessionIdType,
     UTCDateTime,
     utcnow,
 )
@@ -36,9 +36,11 @@ branch_labels: str | Sequence[str] | None = ("agent_session_store",)
 depends_on: str | Sequence[str] | None = None
 
 MAX_SESSION_ID = 255
-# Types chosen by dialect class (models.FamilyType): VARCHAR(255) with utf8mb4_bin on
-# MySQL/MariaDB, LONGTEXT there, INTEGER (the rowid alias) ids on SQLite.
-SESSION_ID = SessionIdType()
+SESSION_ID = sa.String(MAX_SESSION_ID).with_variant(
+    mysql.VARCHAR(MAX_SESSION_ID, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+# Chosen by dialect class (models.FamilyType): LONGTEXT on MySQL/MariaDB, INTEGER (the rowid
+# alias) ids on SQLite.
 MESSAGE_TEXT = MessageTextType()
 MESSAGE_ID = MessageIdType()
 TABLE_OPTIONS: dict[str, Any] = {

@@ -19,16 +19,19 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import mysql
 
 from agent_session_store.migrate import configured_tables
-from agent_session_store.models import MetadataJSON, SessionIdType, TitleTextType, UTCDateTime
+from agent_session_store.models import MetadataJSON, TitleTextType, UTCDateTime
 
 revision: str = "agent_session_store_0002"
 down_revision: str | Sequence[str] | None = "agent_session_store_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-USER_ID = SessionIdType()  # VARCHAR(255), utf8mb4_bin on MySQL/MariaDB (by dialect class)
+USER_ID = sa.String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 TITLE = TitleTextType()
 #: JSONB on PostgreSQL and dialects built on it (by class), JSON elsewhere.
 METADATA = MetadataJSON()

@@ -49,6 +49,12 @@ def family_of(dialect: Dialect | type[Dialect]) -> Family:
     )
 
 
+def known_family(dialect: Dialect | type[Dialect]) -> Family | None:
+    """The family of ``dialect``, or None (``str()`` of a statement compiles on a generic one)."""
+    cls = dialect if isinstance(dialect, type) else type(dialect)
+    return next((family for base, family in _CLASSES if issubclass(cls, base)), None)
+
+
 def is_postgresql(dialect: Dialect | type[Dialect]) -> bool:
     """True for SQLAlchemy's PostgreSQL dialect and every dialect built on it."""
     cls = dialect if isinstance(dialect, type) else type(dialect)

@@ -32,7 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from agent_session_store._family import Family, family_of, is_mysql, is_postgresql, is_sqlite
+from agent_session_store._family import Family, is_mysql, is_postgresql, is_sqlite, known_family
 from agent_session_store._json import encode
 from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError, InvalidMetadataError
 from agent_session_store.models import UTCDateTime
@@ -211,7 +211,7 @@ def ttl_param(name: str = "ttl") -> Any:
 @compiles(expires_after)
 def _expires_after(element: expires_after, compiler: SQLCompiler, **kw: Any) -> str:
     seconds = compiler.process(element.clauses, **kw)
-    family = family_of(compiler.dialect)
+    family = known_family(compiler.dialect)
     if family is Family.POSTGRESQL:
         return f"(now() + make_interval(secs => CAST({seconds} AS INTEGER)))"
     if family is Family.MYSQL:

@@ -35,7 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
-from agent_session_store._family import Family, family_of, is_mysql, is_postgresql
+from agent_session_store._family import Family, is_mysql, is_postgresql, known_family
 from agent_session_store.errors import InvalidArgumentError, InvalidIdentifierError
 
 DEFAULT_SESSIONS_TABLE = "agent_sessions"
@@ -136,13 +136,15 @@ class utcnow(FunctionElement[datetime]):  # noqa: N801 - reads as a SQL function
 
 @compiles(utcnow)
 def _utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    family = family_of(compiler.dialect)
+    family = known_family(compiler.dialect)
     if family is Family.POSTGRESQL:
         return "now()"
     if family is Family.MYSQL:
         return "(UTC_TIMESTAMP(6))"
-    # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders them.
-    return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+    if family is Family.SQLITE:
+        # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders.
+        return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+    return "CURRENT_TIMESTAMP"
 
 
 class FamilyType(TypeDecorator[Any]):
@@ -159,16 +161,9 @@ class FamilyType(TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """The family's variant, or ``impl``."""
-        chosen = dict(self.variants).get(family_of(dialect))
+        family = known_family(dialect)
+        chosen = None if family is None else dict(self.variants).get(family)
         return dialect.type_descriptor(self.impl_instance if chosen is None else chosen)
-
-
-class SessionIdType(FamilyType):
-    """``VARCHAR(255)``; binary collation on MySQL/MariaDB so ids compare case-sensitively."""
-
-    cache_ok = True
-    impl = String(255)
-    variants = ((Family.MYSQL, mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin")),)
 
 
 class MessageTextType(FamilyType):
@@ -203,7 +198,13 @@ class MetadataJSON(FamilyType):
     variants = ((Family.POSTGRESQL, postgresql.JSONB(none_as_null=True)),)
 
 
-SessionId = SessionIdType()
+#: ``VARCHAR(255)``, ``utf8mb4_bin`` on MySQL/MariaDB so ids compare case-sensitively. Plain
+#: SQLAlchemy types (``with_variant``, so by dialect *name*, "mysql"/"mariadb"): a host column
+#: declared as ``ForeignKey("<sessions>.session_id")`` takes this type, and the host's Alembic
+#: autogenerate must render it without importing this package.
+SessionId = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 MessageText = MessageTextType()
 MessageId = MessageIdType()
 #: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
