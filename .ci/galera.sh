@@ -3,11 +3,14 @@
 #   .ci/galera.sh start DIR   -> starts the nodes under DIR, prints the nodes' SQLAlchemy URLs
 #                                (comma-separated) on the last line and writes them to DIR/urls
 #   .ci/galera.sh stop DIR    -> stops every node started under DIR
+#   .ci/galera.sh kill DIR N  -> kill -9 node N (1-3), as a crash would
+#   .ci/galera.sh rejoin DIR N -> starts node N again; it rejoins the cluster (IST or rsync
+#                                SST) and the command returns once the node is Synced
 # Each node gets free loopback ports (SQL, group communication, IST, SST); the first node
 # bootstraps the cluster, the others join it with rsync SST. Nothing outside DIR is touched.
 set -euo pipefail
-cmd=${1:?usage: galera.sh start|stop DIR}
-dir=${2:?usage: galera.sh start|stop DIR}
+cmd=${1:?usage: galera.sh start|stop|kill|rejoin DIR [N]}
+dir=${2:?usage: galera.sh start|stop|kill|rejoin DIR [N]}
 provider=${GALERA_PROVIDER:-/usr/lib/galera/libgalera_smm.so}
 nodes=3
 
@@ -131,8 +134,35 @@ stop() {
   done
 }
 
+kill_node() { # node
+  local pid
+  pid=$(cat "$dir/n$1/pid")
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+}
+
+rejoin() { # node
+  local i=$1 state
+  if kill -0 "$(cat "$dir/n$i/pid")" 2>/dev/null; then
+    echo "galera node $i is still running" >&2; exit 1
+  fi
+  setsid mariadbd --defaults-file="$dir/n$i/my.cnf" >>"$dir/n$i/stdout.log" 2>&1 &
+  echo $! >"$dir/n$i/pid"
+  wait_ready "$i" 90
+  for _ in $(seq 1 240); do
+    state=$(sql "$i" "SHOW STATUS LIKE 'wsrep_local_state_comment'" 2>/dev/null | awk '{print $2}')
+    size=$(sql "$i" "SHOW STATUS LIKE 'wsrep_cluster_size'" 2>/dev/null | awk '{print $2}')
+    [ "$state" = "Synced" ] && [ "$size" = "$nodes" ] && return 0
+    sleep 0.25
+  done
+  echo "galera node $i did not get back to Synced in a cluster of $nodes (state $state)" >&2
+  exit 1
+}
+
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: galera.sh start|stop DIR" >&2; exit 2 ;;
+  kill) kill_node "${3:?usage: galera.sh kill DIR N}" ;;
+  rejoin) rejoin "${3:?usage: galera.sh rejoin DIR N}" ;;
+  *) echo "usage: galera.sh start|stop|kill|rejoin DIR [N]" >&2; exit 2 ;;
 esac

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from agent_session_store import _dialect, _migration
+from agent_session_store._family import is_sqlite
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -81,7 +82,7 @@ def do_run_migrations(connection: Connection) -> None:
     with _migration.migration_lock(connection, VERSION_TABLE):
         context.configure(
             connection=connection,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=is_sqlite(connection.dialect),
             **configure_options(),
         )
         with context.begin_transaction():

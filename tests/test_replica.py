@@ -13,7 +13,7 @@ import socket
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agent_session_store import SessionStore, _transport
+from agent_session_store import SessionStore
 from agent_session_store._replica import Freshness
 from agent_session_store.errors import (
     ArgumentTypeError,
@@ -108,15 +108,14 @@ def test_freshness_remembers_a_bounded_number_of_sessions_and_owes_the_forgotten
 
 
 async def test_a_multi_host_url_without_a_primary_fails_once_the_retry_deadline_passes(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
+    db_url: str,
 ) -> None:
     if dialect_of(db_url) != "postgresql":
         pytest.skip("multi-host URLs are a PostgreSQL (asyncpg) feature")
-    monkeypatch.setattr(_transport, "RETRY_DEADLINE_S", 0.5)
     ports = [_closed_port_url().rsplit(":", 1)[1].split("/")[0] for _ in range(2)]
     hosts = "&".join(f"host=127.0.0.1:{port}" for port in ports)
     url = f"postgresql+asyncpg://postgres@/nothing?{hosts}&target_session_attrs=read-write"
-    async with SessionStore(url) as store:
+    async with SessionStore(url, retry_deadline=0.5) as store:
         with pytest.raises(DatabaseConnectionError, match="cannot connect"):
             await asyncio.wait_for(store.add_items("s", [{"n": 1}]), timeout=30)
         with pytest.raises(DatabaseConnectionError, match="cannot connect"):

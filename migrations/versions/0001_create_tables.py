@@ -20,9 +20,15 @@ from alembic import context, op
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
 
+from agent_session_store._family import is_mysql, is_postgresql, is_sqlite
 from agent_session_store.errors import MigrationError
 from agent_session_store.migrate import configured_tables
-from agent_session_store.models import UTCDateTime, utcnow
+from agent_session_store.models import (
+    MessageIdType,
+    MessageTextType,
+    UTCDateTime,
+    utcnow,
+)
 
 revision: str = "agent_session_store_0001"
 down_revision: str | Sequence[str] | None = None
@@ -33,8 +39,10 @@ MAX_SESSION_ID = 255
 SESSION_ID = sa.String(MAX_SESSION_ID).with_variant(
     mysql.VARCHAR(MAX_SESSION_ID, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
-MESSAGE_TEXT = sa.Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
-MESSAGE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Chosen by dialect class (models.FamilyType): LONGTEXT on MySQL/MariaDB, INTEGER (the rowid
+# alias) ids on SQLite.
+MESSAGE_TEXT = MessageTextType()
+MESSAGE_ID = MessageIdType()
 TABLE_OPTIONS: dict[str, Any] = {
     "mysql_charset": "utf8mb4",
     "mysql_engine": "InnoDB",
@@ -144,7 +152,7 @@ def adopt(sessions: str, messages: str) -> None:
                 "not created by the Agents SDK or agent-session-store, so it cannot be adopted"
             )
     check_session_ids(bind, sessions, messages)
-    if bind.dialect.name == "sqlite":
+    if is_sqlite(bind.dialect):
         rebuild_sqlite(sessions, messages)
         return
     fks = [fk for fk in inspector.get_foreign_keys(messages) if fk["referred_table"] == sessions]
@@ -157,7 +165,7 @@ def adopt(sessions: str, messages: str) -> None:
     for index in indexes:
         if index["name"] != index_name(messages):
             op.drop_index(str(index["name"]), table_name=messages)
-    if bind.dialect.name == "postgresql":
+    if is_postgresql(bind.dialect):
         rename_primary_key(sessions, pk_name, "session_id")
         rename_primary_key(messages, messages_pk_name, "id")
     fill_null_timestamps(sessions, ("created_at", "updated_at"))
@@ -176,7 +184,7 @@ def adopt(sessions: str, messages: str) -> None:
 
 
 def check_session_ids(bind: sa.Connection, sessions: str, messages: str) -> None:
-    length = sa.func.length if bind.dialect.name == "sqlite" else sa.func.char_length
+    length = sa.func.length if is_sqlite(bind.dialect) else sa.func.char_length
     for table in (sessions, messages):
         session_id = sa.column("session_id", sa.Text())
         query = sa.select(sa.func.count()).select_from(sa.table(table, session_id))
@@ -206,8 +214,8 @@ def rename_primary_key(table: str, name: str | None, column: str) -> None:
 
 
 def alter_columns(bind: sa.Connection, sessions: str, messages: str) -> None:
-    is_mysql = bind.dialect.name in ("mysql", "mariadb")
-    if is_mysql:
+    mysql_family = is_mysql(bind.dialect)
+    if mysql_family:
         # Converting TIMESTAMP to DATETIME goes through the session time zone: make it UTC,
         # the zone UTCDateTime stores.
         saved_zone = bind.execute(sa.text("SELECT @@session.time_zone")).scalar()
@@ -222,13 +230,13 @@ def alter_columns(bind: sa.Connection, sessions: str, messages: str) -> None:
                 )
         # Only MySQL needs to be told again that id is AUTO_INCREMENT; PostgreSQL keeps its
         # sequence default through the type change.
-        increment: dict[str, Any] = {"autoincrement": True} if is_mysql else {}
+        increment: dict[str, Any] = {"autoincrement": True} if mysql_family else {}
         op.alter_column(messages, "id", type_=MESSAGE_ID, existing_nullable=False, **increment)
         op.alter_column(messages, "message_data", type_=MESSAGE_TEXT, existing_nullable=False)
     finally:
-        if is_mysql:
+        if mysql_family:
             bind.execute(sa.text("SET time_zone = :zone"), {"zone": saved_zone})
-    if bind.dialect.name == "postgresql":
+    if is_postgresql(bind.dialect):
         widen_sequence(bind, messages)
 
 

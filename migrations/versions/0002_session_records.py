@@ -19,10 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql
 
 from agent_session_store.migrate import configured_tables
-from agent_session_store.models import UTCDateTime
+from agent_session_store.models import MetadataJSON, TitleTextType, UTCDateTime
 
 revision: str = "agent_session_store_0002"
 down_revision: str | Sequence[str] | None = "agent_session_store_0001"
@@ -32,10 +32,9 @@ depends_on: str | Sequence[str] | None = None
 USER_ID = sa.String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
-TITLE = sa.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
-METADATA = sa.JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
+TITLE = TitleTextType()
+#: JSONB on PostgreSQL and dialects built on it (by class), JSON elsewhere.
+METADATA = MetadataJSON()
 INDEXES = (
     ("updated", ("updated_at", "session_id")),
     ("user_updated", ("user_id", "updated_at", "session_id")),

@@ -22,7 +22,7 @@ from alembic import context, op
 from sqlalchemy.dialects import mysql
 
 from agent_session_store.migrate import configured_tables
-from agent_session_store.models import UTCDateTime, utcnow
+from agent_session_store.models import MessageIdType, MessageTextType, UTCDateTime, utcnow
 
 revision: str = "agent_session_store_0003"
 down_revision: str | Sequence[str] | None = "agent_session_store_0002"
@@ -32,8 +32,9 @@ depends_on: str | Sequence[str] | None = None
 SESSION_ID = sa.String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
-MESSAGE_TEXT = sa.Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
-ARCHIVE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MESSAGE_TEXT = MessageTextType()
+#: BIGINT, or INTEGER (the rowid alias) on the SQLite family, chosen by dialect class.
+ARCHIVE_ID = MessageIdType()
 TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
 ARCHIVE_INDEXES = (
     ("session", ("session_id", "id")),

@@ -22,14 +22,15 @@ from alembic import context, op
 from sqlalchemy.dialects import mysql
 
 from agent_session_store.migrate import configured_tables
-from agent_session_store.models import UTCDateTime, utcnow
+from agent_session_store.models import MessageIdType, UTCDateTime, utcnow
 
 revision: str = "agent_session_store_0004"
 down_revision: str | Sequence[str] | None = "agent_session_store_0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: BIGINT, or INTEGER (the rowid alias) on the SQLite family, chosen by dialect class.
+ROW_ID = MessageIdType()
 SESSION_ID = sa.String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, bindparam, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent_session_store._family import is_sqlite
 from agent_session_store._json import check_session_id, decode_rows
 from agent_session_store._scoped import Scope, _upsert, check_state
 from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError
@@ -53,7 +54,7 @@ class Archive:
         self._store = store
         self.retention = retention
         self.table = a = store.archive_table
-        self._locks = store.engine.dialect.name != "sqlite"
+        self._locks = not is_sqlite(store.engine.dialect)
         sid = bindparam("sid", type_=a.c.session_id.type)
         self.latest = (
             select(a.c.batch, a.c.user_id)

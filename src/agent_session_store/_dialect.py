@@ -15,11 +15,14 @@ from typing import Any
 
 from sqlalchemy import Table, Text, bindparam, event, func, insert, select, text, true
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_only
 
+from agent_session_store._family import family_of, is_postgresql, is_sqlite
+from agent_session_store._family import is_mysql as is_mysql  # used as _dialect.is_mysql
+from agent_session_store._retry import RetryPolicy
 from agent_session_store.errors import (
     DriverNotInstalledError,
     ItemTooLargeError,
@@ -76,6 +79,8 @@ def async_url(url: str | URL) -> URL:
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
     backend = _BACKEND_ALIASES.get(backend, backend)
+    if backend not in _ASYNC_DRIVERS and driver and _compatible(parsed):
+        return parsed  # a PostgreSQL- or MySQL-compatible dialect installed under its own name
     if backend not in _ASYNC_DRIVERS:
         raise UnsupportedDatabaseError(
             f"agent-session-store stores history in SQLite, PostgreSQL or MySQL/MariaDB, not "
@@ -98,7 +103,25 @@ def async_url(url: str | URL) -> URL:
             f"the database URL needs the {driver!r} driver, which is not installed; "
             f"run: {install}"
         )
+    if backend == "cockroachdb" and not _compatible(parsed):
+        raise DriverNotInstalledError(
+            "cockroachdb:// URLs need SQLAlchemy's CockroachDB dialect, which is not "
+            "installed; run: pip install sqlalchemy-cockroachdb"
+        )
     return parsed
+
+
+def _compatible(url: URL) -> bool:
+    """True when ``url``'s dialect loads and is one of the store's three families."""
+    try:
+        dialect = url.get_dialect(_is_async=True)
+    except NoSuchModuleError:
+        return False
+    try:
+        family_of(dialect)
+    except UnsupportedDatabaseError:
+        return False
+    return True
 
 
 def missing_sqlite_file(url: URL) -> str | None:
@@ -147,7 +170,7 @@ def configure_sqlite(engine: Engine) -> None:
     The busy timeout is set first: switching a fresh file to WAL takes an exclusive lock,
     and without the timeout concurrent first connections fail with "database is locked".
     """
-    if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _on_sqlite_connect):
+    if not is_sqlite(engine.dialect) or event.contains(engine, "connect", _on_sqlite_connect):
         return
     event.listen(engine, "connect", _on_sqlite_connect)
 
@@ -184,11 +207,6 @@ def _switch_to_wal(cursor: Any) -> None:
         await_only(asyncio.sleep(random.uniform(0.01, 0.05)))
 
 
-def is_mysql(dialect: Dialect) -> bool:
-    """True for MySQL and MariaDB, whatever driver."""
-    return dialect.name in ("mysql", "mariadb")
-
-
 def touch_session(dialect: Dialect, sessions: Table) -> Insert:
     """``INSERT`` the session row, or bump ``updated_at`` if it exists.
 
@@ -200,21 +218,22 @@ def touch_session(dialect: Dialect, sessions: Table) -> Insert:
 
         my_stmt = mysql_insert(sessions)
         return my_stmt.on_duplicate_key_update(updated_at=utcnow())
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         pg_stmt = pg_insert(sessions)
         return pg_stmt.on_conflict_do_update(
             index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
         )
-    if dialect.name == "sqlite":
+    if is_sqlite(dialect):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         lite_stmt = sqlite_insert(sessions)
         return lite_stmt.on_conflict_do_update(
             index_elements=[sessions.c.session_id], set_={"updated_at": utcnow()}
         )
-    raise NotImplementedError(f"dialect {dialect.name!r} is not supported")
+    family_of(dialect)  # UnsupportedDatabaseError for a dialect of none of the three
+    raise AssertionError(f"no upsert for the {dialect.name!r} dialect")
 
 
 def append_items(
@@ -232,7 +251,7 @@ def append_items(
     more CTE in the same statement: a key already there fails the whole statement with a
     unique violation, so no second copy of a batch is stored.
     """
-    if dialect.name != "postgresql":
+    if not is_postgresql(dialect):
         return None
     from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -301,29 +320,17 @@ def check_packet_size(texts: list[str], session_id: str, max_packet: int) -> Non
             )
 
 
-#: SQLSTATEs after which the server has rolled the whole transaction back.
-_RETRY_SQLSTATES = {"40001", "40P01"}
-#: MySQL/MariaDB error codes with the same meaning: deadlock, lock wait timeout.
-_RETRY_MYSQL_CODES = {1213, 1205}
-
-
 def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` means the transaction was rolled back and can safely run again.
 
-    Deadlocks, serialization failures and SQLite's "database is locked" qualify; a lost
+    Deadlocks (and Galera certification conflicts), serialization failures, lock wait
+    timeouts and SQLite's "database is locked" qualify (``_retry.ROLLED_BACK_KINDS``); a lost
     connection does not, because a commit may have happened before it was lost.
     """
-    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
-        return False
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in _RETRY_SQLSTATES:
-        return True
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _RETRY_MYSQL_CODES:
-        return True
-    message = str(orig).lower()
-    return "database is locked" in message or "deadlock" in message
+    return _ROLLED_BACK.kind_of(exc) is not None
+
+
+_ROLLED_BACK = RetryPolicy()
 
 
 #: SQLSTATE of a write sent to a read-only server (a hot standby): nothing was written.

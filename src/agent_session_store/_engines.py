@@ -24,7 +24,9 @@ from sqlalchemy.pool import NullPool, Pool, StaticPool
 
 from agent_session_store import _dialect, _driver
 from agent_session_store._executor import CoreExecutor, DriverExecutor, Gate, ThreadLock
+from agent_session_store._family import is_postgresql, is_sqlite
 from agent_session_store._probe import Probe
+from agent_session_store._retry import RetryPolicy
 from agent_session_store._statements import Statements
 from agent_session_store._transport import Transport
 from agent_session_store.errors import WrongEventLoopError
@@ -58,8 +60,13 @@ def build(
     cannot_connect: Callable[[BaseException], Exception],
     *,
     owned_kwargs: dict[str, Any] | None,
+    retry: RetryPolicy | None = None,
+    hosts: int = 1,
 ) -> Binding:
-    """The executors for ``engine``; ``owned_kwargs``: how the store made it, if it did."""
+    """The executors for ``engine``; ``owned_kwargs``: how the store made it, if it did.
+
+    ``retry``: the store's retry policy; ``hosts``: how many hosts the engine can connect to.
+    """
     dialect = engine.dialect
     # One connection shared by every task (SQLite :memory:) must be used by one at a time,
     # whichever thread and event loop it runs in.
@@ -69,7 +76,7 @@ def build(
     # mode costs more than it saves (a SET on MySQL, a thread hop each way on aiosqlite).
     core_reads = (
         engine.execution_options(isolation_level="AUTOCOMMIT")
-        if dialect.name == "postgresql"
+        if is_postgresql(dialect)
         else None
     )
     core = CoreExecutor(engine, gate, cannot_connect, serial=serial, unbegun_reads=core_reads)
@@ -86,12 +93,14 @@ def build(
     # SQLite runs one writer at a time. Writers of this process queue on an asyncio lock
     # (one per event loop) instead of in SQLite's busy handler, which polls with sleeps of
     # 1 ms growing to 100 ms; other processes still meet the busy timeout.
-    one_writer = dialect.name == "sqlite" and serial is None
+    one_writer = is_sqlite(dialect) and serial is None
     transport = Transport(
         core,
         executor,
         probe,
         one_writer=one_writer,
+        retry=retry,
+        lost_retries=hosts,
         waits_for_primary=_dialect.waits_for_primary(engine.url),
     )
     return Binding(engine, transport, read_engine)

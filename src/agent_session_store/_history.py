@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store import _dialect
+from agent_session_store._family import is_sqlite
 from agent_session_store._json import check_session_id, decode_rows
 from agent_session_store._record_sql import expires_after
 from agent_session_store._scoped import Scope, check_state
@@ -56,7 +57,7 @@ class History:
     def __init__(self, store: Any) -> None:
         self._store = store
         s, m = store.sessions, store.messages
-        self._locks = store.engine.dialect.name != "sqlite"
+        self._locks = not is_sqlite(store.engine.dialect)
         self._mysql = _dialect.is_mysql(store.engine.dialect)
         sid = bindparam("sid", type_=s.c.session_id.type)
         after = bindparam("after", type_=BigInteger)

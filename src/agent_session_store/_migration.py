@@ -15,6 +15,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection
 
 from agent_session_store._cluster_lock import cluster_lock, is_galera
+from agent_session_store._family import Family, family_of
 from agent_session_store.errors import InvalidIdentifierError, MigrationError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
@@ -116,8 +117,8 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
     if connection.in_transaction():
         yield
         return
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
+    dialect = family_of(connection.dialect)
+    if dialect is Family.POSTGRESQL:
         key = {"key": _lock_key(name)}
         connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
         connection.commit()
@@ -127,7 +128,7 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
             connection.rollback()
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
             connection.commit()
-    elif dialect in ("mysql", "mariadb"):
+    elif dialect is Family.MYSQL:
         # MySQL limits lock names to 64 characters.
         lock_name = derived_name("ass", name)[:64]
         if is_galera(connection):
@@ -152,7 +153,7 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
             connection.rollback()
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": lock_name})
             connection.commit()
-    elif dialect == "sqlite":
+    elif dialect is Family.SQLITE:
         with _sqlite_write_transaction(connection):
             yield
     else:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from agent_session_store._family import Family, is_mysql, is_postgresql, is_sqlite, known_family
 from agent_session_store._json import encode
 from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError, InvalidMetadataError
 from agent_session_store.models import UTCDateTime
@@ -100,7 +101,7 @@ def patched(dialect: Dialect, column: ColumnElement[Any], patch: dict[str, Any])
     """``column`` with ``patch`` applied: keys set to their values, keys given None removed."""
     removed = [key for key, value in patch.items() if value is None]
     kept = {key: value for key, value in patch.items() if value is not None}
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         expr: Any = func.coalesce(column, cast(literal("{}"), postgresql.JSONB))
         if removed:
             expr = expr.op("-")(
@@ -111,7 +112,7 @@ def patched(dialect: Dialect, column: ColumnElement[Any], patch: dict[str, Any])
         return expr
     json_set, json_remove = (
         (func.json_set, func.json_remove)
-        if dialect.name == "sqlite"
+        if is_sqlite(dialect)
         else (func.JSON_SET, func.JSON_REMOVE)
     )
     expr = func.coalesce(column, literal("{}"))
@@ -127,7 +128,7 @@ def patched(dialect: Dialect, column: ColumnElement[Any], patch: dict[str, Any])
 
 def as_json(dialect: Dialect, text: str) -> Any:
     """A JSON value from its text, as the dialect's JSON functions take one."""
-    if dialect.name == "sqlite":
+    if is_sqlite(dialect):
         return func.json(literal(text))
     # MySQL and MariaDB both read JSON_EXTRACT(text, '$') as a JSON value, not a string.
     return func.JSON_EXTRACT(literal(text), literal("$"))
@@ -147,9 +148,9 @@ def contains(dialect: Dialect, column: ColumnElement[Any], wanted: dict[str, Any
                 f"metadata filter {key!r} must be a str, int, float or bool, not "
                 f"{type(value).__name__}"
             )
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         return column.op("@>")(cast(literal(encode(wanted)), postgresql.JSONB))
-    if dialect.name != "sqlite":
+    if not is_sqlite(dialect):
         return func.JSON_CONTAINS(column, literal(encode(wanted))) == 1
     clauses = []
     for key, value in wanted.items():
@@ -168,7 +169,7 @@ def contains(dialect: Dialect, column: ColumnElement[Any], wanted: dict[str, Any
 def create_session(dialect: Dialect, sessions: Table, session_id: str, user_id: str | None) -> Any:
     """``INSERT`` the session row owned by ``user_id`` unless a row with that id exists."""
     row = {"session_id": session_id, "user_id": user_id}
-    if dialect.name in ("mysql", "mariadb"):
+    if is_mysql(dialect):
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         return (
@@ -176,7 +177,7 @@ def create_session(dialect: Dialect, sessions: Table, session_id: str, user_id: 
             .values(row)
             .on_duplicate_key_update(session_id=sessions.c.session_id)
         )
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         return postgresql.insert(sessions).values(row).on_conflict_do_nothing()
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -207,19 +208,12 @@ def ttl_param(name: str = "ttl") -> Any:
     return expires_after(bindparam(name, type_=Integer))
 
 
-@compiles(expires_after, "postgresql")
-def _expires_postgresql(element: expires_after, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(expires_after)
+def _expires_after(element: expires_after, compiler: SQLCompiler, **kw: Any) -> str:
     seconds = compiler.process(element.clauses, **kw)
-    return f"(now() + make_interval(secs => CAST({seconds} AS INTEGER)))"
-
-
-@compiles(expires_after, "mysql")
-@compiles(expires_after, "mariadb")
-def _expires_mysql(element: expires_after, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"DATE_ADD(UTC_TIMESTAMP(6), INTERVAL {compiler.process(element.clauses, **kw)} SECOND)"
-
-
-@compiles(expires_after, "sqlite")
-def _expires_sqlite(element: expires_after, compiler: SQLCompiler, **kw: Any) -> str:
-    seconds = compiler.process(element.clauses, **kw)
+    family = known_family(compiler.dialect)
+    if family is Family.POSTGRESQL:
+        return f"(now() + make_interval(secs => CAST({seconds} AS INTEGER)))"
+    if family is Family.MYSQL:
+        return f"DATE_ADD(UTC_TIMESTAMP(6), INTERVAL {seconds} SECOND)"
     return f"(strftime('%Y-%m-%d %H:%M:%f000', 'now', '+' || {seconds} || ' seconds'))"

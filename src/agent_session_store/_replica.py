@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_session_store import _dialect
 from agent_session_store._engines import Binding, Bindings, owned_engine
+from agent_session_store._family import is_postgresql
 from agent_session_store._statements import Statement, prepare
 from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError
 
@@ -298,7 +299,7 @@ def replica_engine(
         InvalidArgumentError: the primary is not PostgreSQL, or the replica is another database.
         ArgumentTypeError: an engine where a URL is needed, or the other way round.
     """
-    if primary.dialect.name != "postgresql":
+    if not is_postgresql(primary.dialect):
         raise InvalidArgumentError(
             f"replica= is for PostgreSQL streaming replicas; this store is on "
             f"{primary.dialect.name}, where the store cannot tell whether a replica shows its "
@@ -319,16 +320,16 @@ def replica_engine(
                 "AsyncEngine too (yours to close); or give both as URLs"
             )
         url = _dialect.async_url(replica)
-        _check_postgresql(url.get_backend_name())
+        _check_postgresql(url.get_dialect(_is_async=True))
         return owned_engine(url, kwargs)
-    _check_postgresql(engine.dialect.name)
+    _check_postgresql(type(engine.dialect))
     return engine
 
 
-def _check_postgresql(name: str) -> None:
-    if name != "postgresql":
+def _check_postgresql(dialect: type[Dialect]) -> None:
+    if not is_postgresql(dialect):
         raise InvalidArgumentError(
-            f"the replica must be a PostgreSQL standby of the primary, not {name}"
+            f"the replica must be a PostgreSQL standby of the primary, not {dialect.name}"
         )
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from agent_session_store import _dialect
+from agent_session_store._family import is_postgresql, is_sqlite
 from agent_session_store._record_sql import expires_after
 from agent_session_store.models import utcnow
 from agent_session_store.records import refuse_other_owner
@@ -102,7 +103,7 @@ class ScopedStatements:
         expired = case((s.c.expires_at <= utcnow(), 1), else_=0)
         state = select(s.c.user_id, expired).where(s.c.session_id == sid)
         self.state = prepare(state)
-        locks = dialect.name != "sqlite"  # SQLite: the write transaction holds the whole file
+        locks = not is_sqlite(dialect)  # SQLite: the write transaction holds the whole file
         self.state_locked = prepare(state.with_for_update() if locks else state)
         # Clearing is the owner's whether or not the session has expired.
         mine = exists(select(_ONE).where(s.c.session_id == sid, s.c.user_id == uid))
@@ -130,7 +131,7 @@ class ScopedStatements:
         #: SQLite, owner without expiry: the upsert refuses another owner's row itself (its
         #: WHERE), and RETURNING tells: one statement fewer than reading the row first.
         self.touch_owned = None
-        if dialect.name == "sqlite" and owned and not expiry:
+        if is_sqlite(dialect) and owned and not expiry:
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
             upsert = (
@@ -142,7 +143,7 @@ class ScopedStatements:
             )
             self.touch_owned = prepare(upsert.returning(s.c.session_id), modifies=True)
         self.append = self.append_keyed = None
-        if dialect.name == "postgresql":
+        if is_postgresql(dialect):
             self.append = prepare(
                 _append_postgresql(s, m, sid, uid, on_conflict, row, owned, expiry), modifies=True
             )
@@ -172,7 +173,7 @@ def _upsert(dialect: Dialect, s: Table, row: dict[str, Any], on_conflict: dict[s
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         return mysql_insert(s).values(row).on_duplicate_key_update(on_conflict)
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return (

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
+from agent_session_store._family import is_mysql
 from agent_session_store._json import decode_rows
 from agent_session_store._scoped import Scope, ScopedStatements, check_state
 from agent_session_store._transport import WriteShape
@@ -25,7 +26,7 @@ class ScopedOperations:
     def __init__(self, store: Any, dialect: Dialect, prepare: Any) -> None:
         self._store, self._dialect, self._prepare = store, dialect, prepare
         self._built: dict[tuple[bool, bool, bool], ScopedStatements] = {}
-        self._mysql = dialect.name in ("mysql", "mariadb")
+        self._mysql = is_mysql(dialect)
 
     def statements(self, scope: Scope) -> ScopedStatements:
         """The statements for this scope's shape."""

@@ -2,8 +2,8 @@
 
 :class:`Transport` is the one funnel between the store's operations and the executors. It
 picks the executor (the probe's decision, per call), runs writes again only after errors
-that mean the server rolled the transaction back, and makes a cancelled write
-all-or-nothing.
+that mean the server rolled the transaction back (``_retry.RetryPolicy``, until a deadline),
+and makes a cancelled write all-or-nothing.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ from agent_session_store._executor import (
     Runner,
 )
 from agent_session_store._probe import Path, Probe
+from agent_session_store._retry import RetryPolicy
 from agent_session_store.errors import CommitOutcomeUnknownError, DatabaseConnectionError
 
 logger = logging.getLogger("agent_session_store")
 
 T = TypeVar("T")
+#: Attempts of the store's own DDL (``create_tables``), which races other processes.
 MAX_ATTEMPTS = 8
-#: Seconds a call keeps trying while no primary answers on a multi-host PostgreSQL URL, or a
-#: standby refuses its write (SQLSTATE 25006): a failover under way.
-RETRY_DEADLINE_S = 30.0
 _UNLOCKED: AbstractAsyncContextManager[None] = nullcontext()
 
 
@@ -64,15 +63,20 @@ class Transport:
         probe: Probe,
         *,
         one_writer: bool,
+        retry: RetryPolicy | None = None,
+        lost_retries: int = 1,
         waits_for_primary: bool = False,
     ) -> None:
         """``one_writer``: writers of this process queue on an asyncio lock (SQLite).
 
+        ``retry``: which rolled-back writes run again and until when; ``lost_retries``: how
+        many connections lost before COMMIT one write may run again after (one per host).
         ``waits_for_primary``: a failed connect may be a failover (several hosts), so it is
-        tried again until ``retry_deadline``.
+        tried again until the retry deadline.
         """
+        self.retry = retry or RetryPolicy()
+        self.lost_retries = lost_retries
         self.core = core
-        self.retry_deadline = RETRY_DEADLINE_S
         self._waits_for_primary = waits_for_primary
         self._driver = driver
         self.probe = probe
@@ -101,7 +105,7 @@ class Transport:
 
         ``cursor``: the read goes through a server-side cursor (``Runner.pages``).
         """
-        wait = _PrimaryWait(self.retry_deadline)
+        wait = _PrimaryWait(self.retry.deadline_s)
         while True:
             try:
                 return await self._read_once(operation, cursor)
@@ -139,7 +143,7 @@ class Transport:
 
     async def _first_connect(self, shape: WriteShape) -> Executor:
         # The first call looks at a connection (the probe): during a failover, wait there too.
-        wait = _PrimaryWait(self.retry_deadline)
+        wait = _PrimaryWait(self.retry.deadline_s)
         while True:
             try:
                 return await self._executor(shape)
@@ -162,9 +166,9 @@ class Transport:
         return self._writer_locks.get()
 
     async def _retrying(self, operation: Operation[T], executor: Executor) -> T:
-        lost_before = False
-        wait = _PrimaryWait(self.retry_deadline)
-        attempt = -1
+        wait = _PrimaryWait(self.retry.deadline_s)
+        clock = self.retry.start()
+        losses = 0
         while True:
             used: list[Runner] = []
             try:
@@ -188,18 +192,25 @@ class Transport:
                     if not await wait.pause():
                         raise
                     continue
-                attempt += 1
                 # A connection lost before COMMIT was sent took its transaction with it; one
-                # retry on a fresh connection, since a statement that kills it would again.
-                lost = exc.connection_invalidated
-                if lost and lost_before:
+                # retry on a fresh connection per host the store can reach, since a
+                # statement that kills it would again.
+                if exc.connection_invalidated:
+                    losses += 1
+                    if losses > self.lost_retries:
+                        raise
+                    kind = "connection lost before commit"
+                else:
+                    found = self.retry.kind_of(exc)
+                    if found is None:
+                        raise
+                    kind = found.name
+                sleep = clock.next_sleep(kind)
+                if sleep is None:
                     raise
-                lost_before = lost_before or lost
-                if attempt == MAX_ATTEMPTS - 1 or not (lost or _dialect.is_retryable(exc)):
-                    raise
-                logger.debug("retrying a rolled-back transaction: %s", exc.orig)
-                if not lost:
-                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                logger.debug("retrying a rolled-back transaction (%s): %s", kind, exc.orig)
+                if not exc.connection_invalidated:
+                    await asyncio.sleep(sleep)
 
 
 class _PrimaryWait:

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agent_session_store._family import is_postgresql
 from agent_session_store._usage_input import RunUsage
 from agent_session_store.models import UTCDateTime, utcnow
 
@@ -94,7 +95,7 @@ def day_of(dialect: Dialect, column: Any) -> Any:
     PostgreSQL stores an instant (``timestamptz``): convert it to UTC wall time first, whatever
     the connection's time zone. MySQL/MariaDB and SQLite store UTC wall time already.
     """
-    if dialect.name == "postgresql":
+    if is_postgresql(dialect):
         return cast(func.timezone(_UTC, column), Date)
     return func.date(column)
 

@@ -101,7 +101,8 @@ class StoreAdmin:
     Args:
         sessions: The sessions table.
         messages: The messages table.
-        dialect_name: The engine's dialect name (``"sqlite"`` pages on stored text).
+        dialect_name: The engine's dialect family (``_family.Family`` value; ``"sqlite"`` pages
+            on stored text).
         connect: Opens a connection (the store's: taken in turn, its schema checked).
         begin: Opens a connection in a transaction committed when the block exits.
         write: Runs a write with retries; by default ``begin`` once.

@@ -13,7 +13,7 @@ import hashlib
 import re
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +36,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
+from agent_session_store._family import Family, is_mysql, is_postgresql, known_family
 from agent_session_store.errors import InvalidArgumentError, InvalidIdentifierError
 
 DEFAULT_SESSIONS_TABLE = "agent_sessions"
@@ -134,7 +135,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """``DATETIME(6)`` on MySQL/MariaDB, a timezone-aware ``DateTime`` elsewhere."""
-        if dialect.name in ("mysql", "mariadb"):
+        if is_mysql(dialect):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime(timezone=True))
 
@@ -145,7 +146,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise InvalidArgumentError("naive datetime given; pass a timezone-aware datetime")
         value = value.astimezone(timezone.utc)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+        return value if is_postgresql(dialect) else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime."""
@@ -164,51 +165,91 @@ class utcnow(FunctionElement[datetime]):  # noqa: N801 - reads as a SQL function
 
 
 @compiles(utcnow)
-def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+def _utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    family = known_family(compiler.dialect)
+    if family is Family.POSTGRESQL:
+        return "now()"
+    if family is Family.MYSQL:
+        return "(UTC_TIMESTAMP(6))"
+    if family is Family.SQLITE:
+        # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders.
+        return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
     return "CURRENT_TIMESTAMP"
 
 
-@compiles(utcnow, "postgresql")
-def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "now()"
+class FamilyType(TypeDecorator[Any]):
+    """A column type that differs by database family, chosen by dialect class.
+
+    ``with_variant`` picks by dialect *name*, which a dialect built on ours (CockroachDB's
+    on PostgreSQL's) does not share: it would get the default type (a ``BIGINT`` rowid on
+    SQLite, ``JSON`` where containment needs ``JSONB``). Subclasses give ``impl`` and
+    ``variants``.
+    """
+
+    cache_ok = True
+    variants: ClassVar[tuple[tuple[Family, TypeEngine[Any]], ...]] = ()
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """The family's variant, or ``impl``."""
+        family = known_family(dialect)
+        chosen = None if family is None else dict(self.variants).get(family)
+        # Not adapted here: DDL compiles what this returns (asyncpg's adaptation of ``Text``
+        # is its ``String``, which renders VARCHAR); SQLAlchemy adapts it for binds and results.
+        return self.impl_instance if chosen is None else chosen
 
 
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    # Six fractional digits, like the values SQLAlchemy binds, so text comparison orders them.
-    return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+class MessageTextType(FamilyType):
+    """JSON text; ``LONGTEXT`` on MySQL/MariaDB so multi-megabyte items fit."""
+
+    cache_ok = True
+    impl = Text()
+    variants = ((Family.MYSQL, mysql.LONGTEXT(charset="utf8mb4")),)
 
 
-@compiles(utcnow, "mysql")
-@compiles(utcnow, "mariadb")
-def _utcnow_mysql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(UTC_TIMESTAMP(6))"
+class MessageIdType(FamilyType):
+    """``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias."""
+
+    cache_ok = True
+    impl = BigInteger()
+    variants = ((Family.SQLITE, Integer()),)
 
 
-#: ``VARCHAR(255)``; binary collation on MySQL/MariaDB so ids compare case-sensitively there too.
+class TitleTextType(FamilyType):
+    """A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB)."""
+
+    cache_ok = True
+    impl = Text()
+    variants = ((Family.MYSQL, mysql.TEXT(charset="utf8mb4")),)
+
+
+class MetadataJSON(FamilyType):
+    """Session metadata: ``JSONB`` on the PostgreSQL family (containment, ``||``), else JSON."""
+
+    cache_ok = True
+    impl = JSON(none_as_null=True)
+    variants = ((Family.POSTGRESQL, postgresql.JSONB(none_as_null=True)),)
+
+
+#: ``VARCHAR(255)``, ``utf8mb4_bin`` on MySQL/MariaDB so ids compare case-sensitively. Plain
+#: SQLAlchemy types (``with_variant``, so by dialect *name*, "mysql"/"mariadb"): a host column
+#: declared as ``ForeignKey("<sessions>.session_id")`` takes this type, and the host's Alembic
+#: autogenerate must render it without importing this package.
 SessionId = String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
-#: JSON text; ``LONGTEXT`` on MySQL/MariaDB so multi-megabyte items fit.
-MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb")
-#: ``BIGINT`` where the dialect has it; SQLite needs ``INTEGER`` for its rowid alias.
-MessageId = BigInteger().with_variant(Integer(), "sqlite")
+MessageText = MessageTextType()
+MessageId = MessageIdType()
 #: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
 UserId = SessionId
 #: An ``add_items`` idempotency key: up to 255 characters, compared case-sensitively.
 IdempotencyKey = SessionId
-#: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
-TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+TitleText = TitleTextType()
 #: A model's name in the usage ledger: ``VARCHAR(255)``, compared case-sensitively like ids.
 ModelName = String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
 #: A token count: ``BIGINT`` (a busy tenant passes 2**31 tokens in a month).
 TokenCount = BigInteger()
-#: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
-MetadataJSON = JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
 
 _TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
 
@@ -233,7 +274,7 @@ class AgentSessionColumns:
     title: Mapped[str | None] = mapped_column(TitleText, nullable=True)
     # ``metadata`` is taken by the declarative base: the column keeps its name, not the attribute.
     session_metadata: Mapped[dict[str, Any] | None] = mapped_column(
-        "metadata", MetadataJSON, nullable=True
+        "metadata", MetadataJSON(), nullable=True
     )
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: Set by ``store.fork``: the session this one was copied from (revision 0003); no foreign

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_session_store import _dialect, _record_sql, _usage_sql
 from agent_session_store._cursor import decode_cursor, encode_cursor
+from agent_session_store._family import is_sqlite
 from agent_session_store._json import check_session_id
 from agent_session_store.errors import (
     ArgumentTypeError,
@@ -243,7 +244,7 @@ class SessionRecords:
         s = self._s
         # SQLite keeps timestamps as text, and files other tools wrote differ in format: page
         # on the stored text itself, so the cursor compares exactly as ORDER BY sorts.
-        raw = self._dialect.name == "sqlite"
+        raw = is_sqlite(self._dialect)
         when: Any = type_coerce(s.c.updated_at, String()) if raw else s.c.updated_at
         stmt = self._paged(self._records_query(when), user_id)
         if metadata:
@@ -328,8 +329,7 @@ class SessionRecords:
             # the whole table (5,000 rows: a scan and filesort) rather than walk the index
             # for a LIMIT of 51. The keyset index is the plan for every page: say so.
             name = self._dialect.identifier_preparer.quote(session_index_name(s.name, suffix))
-            for dialect_name in ("mysql", "mariadb"):
-                stmt = stmt.with_hint(s, f"FORCE INDEX ({name})", dialect_name)
+            stmt = stmt.with_hint(s, f"FORCE INDEX ({name})", self._dialect.name)
         return stmt
 
     def _records_query(self, sort_key: Any = None, *, with_now: bool = False) -> Select[Any]:
@@ -365,7 +365,7 @@ class SessionRecords:
                 found = (await conn.execute(stmt.select_from(joined).where(condition))).one()
             return Removed(int(found[0]), int(found[1]))
         pick = select(s.c.session_id).where(condition).order_by(s.c.session_id).limit(batch_size)
-        if self._dialect.name != "sqlite":
+        if not is_sqlite(self._dialect):
             pick = pick.with_for_update(skip_locked=skip_locked)
         still = select(s.c.session_id).where(condition)
 

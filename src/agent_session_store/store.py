@@ -25,15 +25,17 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _engines, _idempotency, _replica
+from agent_session_store import _dialect, _engines, _hosts, _idempotency, _replica
 from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Operation, Runner
+from agent_session_store._family import family_of
 from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
 from agent_session_store._records import Record
 from agent_session_store._replica import ReplicaStats
+from agent_session_store._retry import RetryStats, retry_policy
 from agent_session_store._scoped import PLAIN, Scope
 from agent_session_store._scoped_ops import ScopedOperations
 from agent_session_store._statements import PAGE, Statements, prepare
@@ -113,6 +115,13 @@ class SessionStore:
         replica_max_wait: Seconds a read waits for the replica to replay this store's last
             write of the session before it reads the primary instead.
         replica_max_tracked: Sessions whose last write is remembered by name.
+        retry_deadline: Seconds (or a ``timedelta``) a write the server rolled back
+            (deadlock, serialization failure, Galera certification conflict, SQLite busy)
+            keeps being retried, with capped, jittered backoff; then its last error is
+            raised. Default 20 s; 0 never retries.
+        causal_reads: MySQL/MariaDB Galera, engines the store makes: each connection waits
+            for the cluster's earlier writes before reading (``wsrep_sync_wait = 1``). None
+            (default): on wherever the server reports ``wsrep_on``.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -136,7 +145,11 @@ class SessionStore:
         replica: AsyncEngine | str | URL | None = None,
         replica_max_wait: float = _replica.MAX_WAIT_S,
         replica_max_tracked: int = _replica.MAX_TRACKED,
+        retry_deadline: timedelta | float | None = None,
+        causal_reads: bool | None = None,
     ) -> None:
+        self._retry = retry_policy(retry_deadline)
+        hosts = 1
         retention = check_archive(archive)
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
@@ -144,6 +157,11 @@ class SessionStore:
         if isinstance(engine_or_url, AsyncEngine):
             if engine_kwargs:
                 raise ArgumentTypeError("engine_kwargs only applies when the store is given a URL")
+            if causal_reads is not None:
+                raise ArgumentTypeError(
+                    "causal_reads only applies when the store is given a URL; on your own "
+                    "engine, run SET SESSION wsrep_sync_wait = 1 in a connect event"
+                )
             engine, self._owns_engine = engine_or_url, False
         else:
             url = _dialect.async_url(engine_or_url or _dialect.DEFAULT_URL)
@@ -165,7 +183,10 @@ class SessionStore:
                 # docs/performance.md, "Pool defaults").
                 kwargs.setdefault("pool_size", POOL_SIZE)
                 kwargs.setdefault("max_overflow", 0)
+            if _dialect.is_mysql(url.get_dialect(_is_async=True)):
+                url, kwargs, hosts = _hosts.owned_mysql_engine(url, kwargs, causal_reads)
             engine, self._owns_engine = _engines.owned_engine(url, kwargs), True
+        family_of(engine.dialect)  # an unsupported dialect stops here, saying so
         _dialect.configure_sqlite(engine.sync_engine)
 
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
@@ -191,7 +212,13 @@ class SessionStore:
 
         def bind(on: AsyncEngine) -> _engines.Binding:
             return _engines.build(
-                on, self._statements, self._gate, self._cannot_connect, owned_kwargs=owned
+                on,
+                self._statements,
+                self._gate,
+                self._cannot_connect,
+                owned_kwargs=owned,
+                retry=self._retry,
+                hosts=hosts,
             )
 
         def make() -> _engines.Binding:
@@ -317,7 +344,7 @@ class SessionStore:
         return StoreAdmin(
             self.sessions,
             self.messages,
-            dialect_name=self._bindings.first.engine.dialect.name,
+            dialect_name=family_of(self._bindings.first.engine.dialect).value,
             connect=transport.core.connect,
             begin=transport.core.begin,
             write=transport.write_core,
@@ -370,6 +397,11 @@ class SessionStore:
         if self._closed:
             return self._bindings.first.engine
         return self._bindings.current().engine
+
+    @property
+    def retry_stats(self) -> RetryStats:
+        """What this store's write retries did: calls retried, attempts, longest wait."""
+        return self._retry.stats
 
     @property
     def metadata(self) -> MetaData:
