@@ -12,23 +12,16 @@ Goal (issue 14, point 6): keyed within 10% of unkeyed (ratio >= 0.90).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from agent_session_store import SessionStore
+from benchmarks import ratios
 from benchmarks.items import turn
 
 NAMES = {"sessions_table": "bench_key_sessions", "messages_table": "bench_key_messages"}
-URL_ENVS = {
-    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
-    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
-}
 SESSIONS = 20
 TARGET = 0.90
 
@@ -83,25 +76,14 @@ async def bench(db: str, url: str, rounds: int, adds: int) -> float:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
-    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
-    args = parser.parse_args(argv)
-    rounds, adds = (3, 3) if args.smoke else (9, 15)
-    misses = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for db in args.db.split(","):
-            url = f"sqlite+aiosqlite:///{Path(tmp) / 'keys.db'}" if db == "sqlite" else ""
-            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
-            if not url:
-                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
-                return 2
-            if await bench(db, url, rounds, adds) < TARGET:
-                misses.append(db)
-    if misses and not args.smoke:
-        print(f"missed (keyed/unkeyed >= {TARGET}): {', '.join(misses)}")
-        return 1
-    return 0
+    return await ratios.main(
+        argv,
+        description=__doc__.splitlines()[0],
+        bench=bench,
+        sizes=((9, 15), (3, 3)),
+        target=TARGET,
+        ratio_name="keyed/unkeyed",
+    )
 
 
 if __name__ == "__main__":

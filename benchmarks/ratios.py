@@ -1,0 +1,57 @@
+"""What the ratio benchmarks share: database URLs, the command line, the verdict.
+
+A ratio benchmark (``benchmarks.ownership``, ``benchmarks.idempotency``) times two variants of
+one operation in interleaved rounds on each database and prints their ratio; ``main`` runs it
+on the databases asked for and exits 1 when a full run misses the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+#: Where the server URLs come from, as for the test suite.
+URL_ENVS = {
+    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
+    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
+}
+
+Bench = Callable[[str, str, int, int], Awaitable[float]]
+
+
+async def main(
+    argv: list[str] | None,
+    *,
+    description: str,
+    bench: Bench,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    target: float,
+    ratio_name: str,
+) -> int:
+    """Run ``bench(db, url, rounds, size)`` per database; 1 if a full run misses ``target``.
+
+    ``sizes``: (rounds, size) for a full run, then for ``--smoke``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
+    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
+    args = parser.parse_args(argv)
+    rounds, size = sizes[1] if args.smoke else sizes[0]
+    misses = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for db in args.db.split(","):
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}" if db == "sqlite" else ""
+            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
+            if not url:
+                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
+                return 2
+            if await bench(db, url, rounds, size) < target:
+                misses.append(db)
+    if misses and not args.smoke:
+        print(f"missed ({ratio_name} >= {target}): {', '.join(misses)}")
+        return 1
+    return 0
