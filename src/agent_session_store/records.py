@@ -12,15 +12,19 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
+    Integer,
     Select,
     String,
     Table,
     and_,
+    bindparam,
+    case,
     delete,
     func,
     or_,
@@ -87,6 +91,10 @@ class Removed:
     items: int
 
 
+Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+Write = Callable[[Callable[[AsyncConnection], Awaitable[T]]], Awaitable[T]]
+
+
 class SessionRecords:
     """Records of one store's sessions (``store.records``).
 
@@ -94,11 +102,25 @@ class SessionRecords:
         engine: The store's engine.
         sessions: The sessions table.
         messages: The messages table.
+        connect: Where reads get their connection; the store passes its gate (closed store,
+            schema check, the ``:memory:`` connection taken in turn). Default: the engine's.
+        write: Runs a write in one transaction with the store's retries and SQLite writer
+            lock. Default: ``engine.begin()``, retried after server-side rollbacks.
     """
 
-    def __init__(self, engine: AsyncEngine, sessions: Table, messages: Table) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: Table,
+        messages: Table,
+        *,
+        connect: Connect | None = None,
+        write: Any = None,
+    ) -> None:
         self._engine, self._s, self._m = engine, sessions, messages
         self._dialect = engine.dialect
+        self._connect: Connect = connect or engine.connect
+        self._write_with: Any = write
 
     # -- one session ----------------------------------------------------------------------
 
@@ -111,7 +133,7 @@ class SessionRecords:
         check_session_id(session_id)
         s = self._s
         stmt = self._records_query(with_now=True).where(s.c.session_id == session_id)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             return None
@@ -129,13 +151,17 @@ class SessionRecords:
         title: str | None = UNSET,
         metadata: dict[str, Any] | None = None,
         expires_at: datetime | None = UNSET,
+        ttl: int | None = None,
     ) -> None:
         """Set the title, patch the metadata, or set the expiry of ``session_id``.
 
         The session is created if it has no row yet (owned by ``user_id``). ``metadata`` is a
         patch applied in the database: each key given replaces that key's value, a key given
         ``None`` is removed, other keys stay, so concurrent patches of different keys all
-        land. ``title=None`` or ``expires_at=None`` clears the field.
+        land. ``title=None`` or ``expires_at=None`` clears the field. An update is a write:
+        with ``ttl`` (seconds; a handle's sliding time to live) and no ``expires_at`` it moves
+        the expiry to now + ttl, and on an expired session it starts the session afresh
+        first (old items, title and metadata deleted), as ``add_items`` does.
 
         Raises:
             SessionOwnershipError: ``user_id`` is given and does not own the session; nothing
@@ -155,18 +181,25 @@ class SessionRecords:
             ):
                 raise ArgumentTypeError("expires_at must be a timezone-aware datetime or None")
             values["expires_at"] = expires_at
-        s = self._s
-        owned = s.c.session_id == session_id
-        if user_id is not None:
-            owned = and_(owned, s.c.user_id == user_id)
+        elif ttl is not None:
+            values["expires_at"] = _record_sql.expires_after(bindparam("ttl", ttl, Integer))
+        s, m = self._s, self._m
+        mine = s.c.session_id == session_id
+        expired = case((s.c.expires_at <= utcnow(), 1), else_=0)
+        state = select(s.c.user_id, expired).where(mine)
+        if self._dialect.name != "sqlite":  # SQLite: the write transaction holds the file
+            state = state.with_for_update()
+        fresh = {"title": None, "metadata": None, "expires_at": None, "created_at": utcnow()}
 
         async def write(conn: AsyncConnection) -> None:
             await conn.execute(_record_sql.create_session(self._dialect, s, session_id, user_id))
-            done = await conn.execute(update(s).where(owned).values(values))
-            if done.rowcount == 0:
-                # Under the row lock the insert or the update took: this owner is final.
-                found = await conn.execute(select(s.c.user_id).where(s.c.session_id == session_id))
-                refuse_other_owner(session_id, user_id, found.scalar())
+            # Under the row lock the insert or this read took: this owner and state are final.
+            owner, was_expired = (await conn.execute(state)).one()
+            refuse_other_owner(session_id, user_id, owner)
+            if was_expired:
+                await conn.execute(delete(m).where(m.c.session_id == session_id))
+                await conn.execute(update(s).where(mine).values(fresh))
+            await conn.execute(update(s).where(mine).values(values))
 
         await self._write(write)
 
@@ -240,7 +273,7 @@ class SessionRecords:
             stmt = stmt.where(later)
         keys = (when, s.c.session_id)
         stmt = stmt.order_by(*(key.desc() if newest else key.asc() for key in keys))
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(stmt.limit(limit + 1))).all()
         page = [_record(row) for row in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
@@ -319,7 +352,7 @@ class SessionRecords:
         if dry_run:
             joined = s.outerjoin(m, m.c.session_id == s.c.session_id)
             stmt = select(func.count(func.distinct(s.c.session_id)), func.count(m.c.id))
-            async with self._engine.connect() as conn:
+            async with self._connect() as conn:
                 found = (await conn.execute(stmt.select_from(joined).where(condition))).one()
             return Removed(int(found[0]), int(found[1]))
         pick = select(s.c.session_id).where(condition).order_by(s.c.session_id).limit(batch_size)
@@ -346,6 +379,9 @@ class SessionRecords:
                 return Removed(sessions, items)
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        if self._write_with is not None:
+            result: T = await self._write_with(operation)
+            return result
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._engine.begin() as conn:

@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from agent_session_store import _dialect, _engines
 from agent_session_store._executor import LoopLocks, Runner
+from agent_session_store._expiry import RowState, touched
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
@@ -185,8 +186,20 @@ class SessionStore:
 
     @property
     def records(self) -> SessionRecords:
-        """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
-        return SessionRecords(self._current().engine, self.sessions, self.messages)
+        """Owner, title, metadata and expiry of the sessions, on the running loop's engine.
+
+        Its calls pass the store's gate, as the four operations do: ``StoreClosedError`` once
+        closed, the schema check of ``check_schema=True``, ``:memory:`` taken in turn.
+        """
+        binding = self._current()
+        core = binding.transport.core
+        return SessionRecords(
+            binding.engine,
+            self.sessions,
+            self.messages,
+            connect=core.connect,
+            write=binding.transport.write_core,
+        )
 
     def _admin(self) -> StoreAdmin:
         transport = self._transport
@@ -353,12 +366,12 @@ class SessionStore:
         if user_id is not None:
             check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
         seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
-        return Scope(user_id, seconds, expiry=self.ttl is not None or seconds is not None)
+        return Scope(user_id, seconds)
 
     def _scope_of(self, scope: Scope | None) -> Scope:
         if scope is not None:
             return scope
-        return PLAIN if self.ttl is None else Scope(ttl=self.ttl, expiry=True)
+        return PLAIN if self.ttl is None else Scope(ttl=self.ttl)
 
     async def _check_packet(self, run: Runner, encoded: list[str], session_id: str) -> None:
         if self._max_packet is None:
@@ -457,13 +470,19 @@ class SessionStore:
         rows = [{"sid": session_id, "text": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
+        touch, one = st.touch, {"sid": session_id}
+        assert touch is not None
+
         async def add(run: Runner) -> None:
             if st.checks_packets:
                 if self._max_packet is None:
                     found = await run.rows(st.max_packet, {})
                     self._max_packet = int(found[0][0])
                 _dialect.check_packet_size(encoded, session_id, self._max_packet)
-            await run.run(st.touch, {"sid": session_id})
+            if await touched(run, touch, one, mysql=st.checks_packets) is not RowState.LIVE:
+                # Expired: this write starts the session afresh (see _expiry).
+                await run.run(st.delete_messages, one)
+                await run.run(st.reset, one)
             await run.run(st.insert, params)
 
         await self._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
