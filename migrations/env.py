@@ -42,7 +42,9 @@ VERSION_TABLE = _migration.version_table(SESSIONS_TABLE)
 def configure_options() -> dict[str, Any]:
     return {
         "target_metadata": _migration.target_metadata(SESSIONS_TABLE, MESSAGES_TABLE),
-        "include_name": _migration.include_only(SESSIONS_TABLE, MESSAGES_TABLE),
+        "include_name": _migration.include_only(
+            *_migration.store_tables(SESSIONS_TABLE, MESSAGES_TABLE)
+        ),
         "version_table": VERSION_TABLE,
         "transaction_per_migration": True,
         "compare_type": True,

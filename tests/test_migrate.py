@@ -48,7 +48,10 @@ async def test_upgrade_creates_tables_that_check_finds_identical_to_the_models(
     await check(shared_db_url, **names)  # autogenerate comparison: no difference
     sessions = names.get("sessions_table", "agent_sessions")
     messages = names.get("messages_table", "agent_messages")
-    assert await table_names(shared_db_url) == {sessions, messages, f"{sessions}_alembic_version"}
+    archive = f"{messages}_archive"
+    assert await table_names(shared_db_url) == {
+        sessions, messages, archive, f"{messages}_keys", f"{sessions}_alembic_version"
+    }
 
 
 async def test_upgrade_downgrade_base_upgrade_round_trips_with_custom_names(

@@ -34,7 +34,8 @@ def test_default_models_use_the_sdk_table_and_column_names() -> None:
     sessions = AgentSession.__table__  # type: ignore[attr-defined]
     messages = AgentMessage.__table__  # type: ignore[attr-defined]
     assert list(sessions.c.keys()) == [
-        "session_id", "created_at", "updated_at", "user_id", "title", "metadata", "expires_at"
+        "session_id", "created_at", "updated_at", "user_id", "title", "metadata", "expires_at",
+        "forked_from_session_id", "forked_from_item_id",
     ]
     assert AgentSession.session_metadata.property.columns[0].name == "metadata"
     assert {ix.name for ix in sessions.indexes} == {
@@ -60,8 +61,25 @@ def test_custom_names_derive_foreign_key_index_and_constraint_names() -> None:
     assert fk.constraint.name == "fk_tenant_a_items_session_id_tenant_a_sessions"
     assert {ix.name for ix in messages.indexes} == {"idx_tenant_a_items_session_id"}
     assert messages.primary_key.name == "pk_tenant_a_items"
-    # Custom names live on a private base: its metadata holds exactly these two tables.
-    assert set(messages.metadata.tables) == {"tenant_a_sessions", "tenant_a_items"}
+    # Custom names live on a private base: its metadata holds exactly this store's tables.
+    assert set(messages.metadata.tables) == {
+        "tenant_a_sessions", "tenant_a_items", "tenant_a_items_archive", "tenant_a_items_keys"
+    }
+    archive = pair.AgentArchivedItem.__table__  # type: ignore[attr-defined]
+    assert archive.name == "tenant_a_items_archive" and not archive.foreign_keys
+    assert archive.primary_key.name == "pk_tenant_a_items_archive"
+    assert {ix.name for ix in archive.indexes} == {
+        "ix_tenant_a_items_archive_session",
+        "ix_tenant_a_items_archive_user",
+        "ix_tenant_a_items_archive_archived",
+    }
+    keys = pair.AgentKey.__table__  # type: ignore[attr-defined]
+    (key_fk,) = keys.foreign_keys
+    assert key_fk.constraint.name == "fk_tenant_a_items_keys_session_id_tenant_a_sessions"
+    assert key_fk.ondelete == "CASCADE"
+    assert [c.name for c in keys.primary_key.columns] == ["session_id", "idempotency_key"]
+    assert keys.primary_key.name == "pk_tenant_a_items_keys"
+    assert {ix.name for ix in keys.indexes} == {"ix_tenant_a_items_keys_created"}
 
 
 def test_derived_names_stay_within_63_characters_and_distinct() -> None:
@@ -138,10 +156,11 @@ User.agent_session = relationship(HOST_MODELS.AgentSession)  # type: ignore[attr
 
 
 def test_models_on_a_host_base_join_the_host_metadata() -> None:
-    assert {"host_users", "host_agent_sessions", "host_agent_messages"} <= set(
-        HostBase.metadata.tables
-    )
+    assert {
+        "host_users", "host_agent_sessions", "host_agent_messages", "host_agent_messages_keys"
+    } <= set(HostBase.metadata.tables)
     assert issubclass(HOST_MODELS.AgentSession, HostBase)
+    assert issubclass(HOST_MODELS.AgentKey, HostBase)
     assert "host_agent_sessions" not in Base.metadata.tables
 
 

@@ -4,9 +4,10 @@ Start with :class:`SessionStore` (one engine and a pair of tables) and its
 :meth:`SessionStore.session`, which returns a :class:`SQLAlchemySession` satisfying the OpenAI
 Agents SDK's ``Session`` protocol.
 
-The migration functions (:func:`upgrade`, :func:`downgrade`, :func:`current`, :func:`check`)
-and the :mod:`~agent_session_store.migrate` module are imported on first use: they bring in
-Alembic, which would otherwise triple the start-up time of every ``agent-session-store`` call.
+Every public name but the exceptions is imported on first use (PEP 562): ``import
+agent_session_store`` costs nothing, so ``agent-session-store --version`` starts without
+SQLAlchemy, and only the migration functions (:func:`upgrade`, :func:`downgrade`,
+:func:`current`, :func:`check`, :mod:`~agent_session_store.migrate`) bring in Alembic.
 """
 
 from __future__ import annotations
@@ -14,13 +15,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from agent_session_store._dialect import async_url
-from agent_session_store.admin import (
-    ImportResult,
-    PruneResult,
-    SessionInfo,
-    SessionPage,
-)
 from agent_session_store.errors import (
     AgentSessionStoreError,
     ArgumentTypeError,
@@ -36,26 +30,35 @@ from agent_session_store.errors import (
     ItemTooLargeError,
     MigrationError,
     SchemaOutOfDateError,
+    SessionExistsError,
+    SessionNotFoundError,
     SessionOwnershipError,
     StoreClosedError,
     UnsupportedDatabaseError,
     WrongEventLoopError,
 )
-from agent_session_store.models import (
-    AgentMessage,
-    AgentSession,
-    Base,
-    ModelPair,
-    UTCDateTime,
-    make_models,
-)
-from agent_session_store.records import RecordPage, Removed, SessionRecord, SessionRecords
-from agent_session_store.session import SessionSettings, SQLAlchemySession
-from agent_session_store.store import SessionStore
 
 if TYPE_CHECKING:
     from agent_session_store import migrate
+    from agent_session_store._dialect import async_url
+    from agent_session_store.admin import (
+        ImportResult,
+        PruneResult,
+        SessionInfo,
+        SessionPage,
+    )
     from agent_session_store.migrate import check, current, downgrade, upgrade
+    from agent_session_store.models import (
+        AgentMessage,
+        AgentSession,
+        Base,
+        ModelPair,
+        UTCDateTime,
+        make_models,
+    )
+    from agent_session_store.records import RecordPage, Removed, SessionRecord, SessionRecords
+    from agent_session_store.session import SessionSettings, SQLAlchemySession
+    from agent_session_store.store import SessionStore
 
 __all__ = [
     "AgentMessage",
@@ -81,7 +84,9 @@ __all__ = [
     "Removed",
     "SQLAlchemySession",
     "SchemaOutOfDateError",
+    "SessionExistsError",
     "SessionInfo",
+    "SessionNotFoundError",
     "SessionOwnershipError",
     "SessionPage",
     "SessionRecord",
@@ -106,9 +111,27 @@ __version__ = "0.1.0"
 
 #: Names imported on first access (PEP 562), each from its module.
 _LAZY = {
+    "AgentMessage": "agent_session_store.models",
+    "AgentSession": "agent_session_store.models",
+    "Base": "agent_session_store.models",
+    "ImportResult": "agent_session_store.admin",
+    "ModelPair": "agent_session_store.models",
+    "PruneResult": "agent_session_store.admin",
+    "RecordPage": "agent_session_store.records",
+    "Removed": "agent_session_store.records",
+    "SQLAlchemySession": "agent_session_store.session",
+    "SessionInfo": "agent_session_store.admin",
+    "SessionPage": "agent_session_store.admin",
+    "SessionRecord": "agent_session_store.records",
+    "SessionRecords": "agent_session_store.records",
+    "SessionSettings": "agent_session_store.session",
+    "SessionStore": "agent_session_store.store",
+    "UTCDateTime": "agent_session_store.models",
+    "async_url": "agent_session_store._dialect",
     "check": "agent_session_store.migrate",
     "current": "agent_session_store.migrate",
     "downgrade": "agent_session_store.migrate",
+    "make_models": "agent_session_store.models",
     "migrate": "agent_session_store",
     "upgrade": "agent_session_store.migrate",
 }

@@ -13,31 +13,27 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from sqlalchemy import inspect
+from sqlalchemy import Select, column, inspect, select, table
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from agent_session_store import _dialect
+from agent_session_store import _dialect, _migration
 from agent_session_store.errors import (
     AgentSessionStoreError,
     DatabaseConnectionError,
     DriverNotInstalledError,
+    SessionOwnershipError,
     UnsupportedDatabaseError,
 )
 from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
 from agent_session_store.store import SessionStore
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 URL_ENV = "AGENT_SESSION_STORE_URL"
 #: Exit status when the database cannot be reached (1: any other error; 2: bad usage).
@@ -102,6 +98,8 @@ def explain(exc: BaseException, target: Target) -> CommandError:
         if exc.connection_invalidated or isinstance(exc.orig, OSError):
             return UnreachableError(f"cannot reach the database at {shown}: {reason}")
         return CommandError(f"database error at {shown}: {reason}")
+    if isinstance(exc, SessionOwnershipError):  # an OSError subclass, not the network
+        return CommandError(str(exc))
     if isinstance(exc, OSError) and exc.filename is not None:
         # A file of ours (export -o, import FILE), not the database's network.
         return CommandError(f"{exc.filename}: {exc.strerror or exc}")
@@ -188,16 +186,34 @@ def has_table(conn: Connection, name: str) -> bool:
     return inspect(conn).has_table(name)
 
 
+def _schema_state(conn: Connection, sessions_table: str) -> tuple[bool, str | None]:
+    """Whether the sessions table exists, and the revision our own version table records."""
+    if not has_table(conn, sessions_table):
+        return False, None
+    versions = _migration.version_table(sessions_table)
+    if not has_table(conn, versions):
+        return True, None
+    query: Select[Any] = select(column("version_num")).select_from(table(versions))
+    recorded: list[Any] = list(conn.execute(query).scalars())
+    return True, recorded[0] if len(recorded) == 1 else None
+
+
 async def require_schema(store: SessionStore, target: Target) -> None:
-    """Fail with what to run when the tables are missing or the schema is behind."""
+    """Fail with what to run when the tables are missing or the schema is behind.
+
+    A version row at this package's head is taken at its word, without importing Alembic;
+    any other state is judged by :func:`migrate.check` (``check`` always compares).
+    """
     refuse_missing_file(store, target)
     async with store.engine.connect() as conn:
-        present = await conn.run_sync(has_table, store.sessions_table)
+        present, recorded = await conn.run_sync(_schema_state, store.sessions_table)
     if not present:
         raise CommandError(
             f"no {store.sessions_table!r} table at {target.shown_url}; "
             f"run: agent-session-store upgrade --url '{target.shown_url}'{target.table_options}"
         )
+    if recorded == _migration.HEAD_REVISION:
+        return
     from agent_session_store import migrate  # here, not at the top: Alembic is slow to import
 
     # Tables made by create_tables() or the SDK carry no revision: usable, nothing to compare.
@@ -233,6 +249,15 @@ def progress(console: Console, in_bytes: bool = False) -> Progress:
 
     It counts items, or with ``in_bytes`` bytes, shown with units (``1.2/4.0 MB``).
     """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     done = DownloadColumn() if in_bytes else MofNCompleteColumn()
     return Progress(
         TextColumn("{task.description}"), BarColumn(), done, TimeRemainingColumn(),

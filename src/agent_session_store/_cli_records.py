@@ -81,6 +81,9 @@ def record_line(record: SessionRecord | None) -> str:
         parts.append(f"expires: {record.expires_at.strftime('%Y-%m-%d %H:%M:%S')} UTC")
     if record.metadata:
         parts.append("metadata: " + json.dumps(record.metadata, ensure_ascii=False))
+    if record.forked_from is not None:
+        source, item = record.forked_from
+        parts.append(f"forked from: {source}" + ("" if item is None else f" at item {item}"))
     return "; ".join(parts)
 
 
@@ -127,3 +130,26 @@ def erase_user_command(target: Target, user_id: str, yes: bool, batch_size: int)
             f"of {user_id!r}; "
             "run again with --yes to erase them"
         )
+
+
+@click.command("restore")
+@database_options
+@click.argument("session_id")
+@click.option("--user-id", default=None, help="Act for this owner (refused for another's).")
+def restore_command(target: Target, session_id: str, user_id: str | None) -> None:
+    """Undo the newest archived clear, replace, rewind or pop of SESSION_ID.
+
+    The session becomes what it was just before that operation; items written since go to
+    the archive. Needs a store that archived (SessionStore(..., archive=True)).
+    """
+
+    async def work() -> int:
+        async with open_store(target) as store:
+            await require_schema(store, target)
+            return await store.restore(session_id, user_id=user_id)
+
+    restored = run(target, work())
+    if restored:
+        click.echo(f"restored {count(restored, 'item')} of session {session_id!r}")
+    else:
+        click.echo(f"nothing archived for session {session_id!r}; nothing changed")

@@ -217,7 +217,9 @@ def touch_session(dialect: Dialect, sessions: Table) -> Insert:
     raise NotImplementedError(f"dialect {dialect.name!r} is not supported")
 
 
-def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert | None:
+def append_items(
+    dialect: Dialect, sessions: Table, messages: Table, keys: Table | None = None
+) -> Insert | None:
     """One statement that upserts the session row and appends the items, where there is one.
 
     On PostgreSQL the upsert runs as a data-modifying CTE that the appended rows join, so its
@@ -225,6 +227,10 @@ def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert |
     contiguous, in one round trip instead of four (BEGIN, upsert, insert, COMMIT). Items come
     as one ``text[]`` parameter ``texts``, kept in order by ``WITH ORDINALITY``; the session
     id is ``sid``. None on other dialects, which have no data-modifying CTEs.
+
+    With ``keys`` (the idempotency keys table), the batch's key ``key`` is inserted by one
+    more CTE in the same statement: a key already there fails the whole statement with a
+    unique violation, so no second copy of a batch is stored.
     """
     if dialect.name != "postgresql":
         return None
@@ -245,13 +251,26 @@ def append_items(dialect: Dialect, sessions: Table, messages: Table) -> Insert |
         .table_valued("message_data", with_ordinality="n")
         .render_derived()
     )
+    source: Any = touched
+    if keys is not None:
+        source = keyed_cte(keys, touched)
     rows = (
-        select(touched.c.session_id, texts.c.message_data)
-        .select_from(touched)
+        select(source.c.session_id, texts.c.message_data)
+        .select_from(source)
         .join(texts, true())
         .order_by(texts.c.n)
     )
-    return insert(messages).from_select(["session_id", "message_data"], rows).add_cte(touched)
+    stmt = insert(messages).from_select(["session_id", "message_data"], rows).add_cte(touched)
+    return stmt if keys is None else stmt.add_cte(source)
+
+
+def keyed_cte(keys: Table, touched: Any) -> Any:
+    """A CTE inserting the key ``key`` for the session ``touched`` returns (PostgreSQL)."""
+    keyed = insert(keys).from_select(
+        ["session_id", "idempotency_key"],
+        select(touched.c.session_id, bindparam("key", type_=keys.c.idempotency_key.type)),
+    )
+    return keyed.returning(keys.c.session_id).cte("keyed")
 
 
 #: The server's ``max_allowed_packet``: the largest statement it accepts, in bytes.

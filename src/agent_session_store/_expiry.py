@@ -145,7 +145,7 @@ def touch(dialect: Dialect, s: Table, sid: Any, uid: Any, *, owned: bool, ttl: b
 
 
 def append_postgresql(
-    s: Table, m: Table, sid: Any, uid: Any, *, owned: bool, ttl: bool
+    s: Table, m: Table, sid: Any, uid: Any, *, owned: bool, ttl: bool, keys: Table | None = None
 ) -> Any:
     """One statement: upsert the session row (restarting it if expired), append the items.
 
@@ -156,6 +156,8 @@ def append_postgresql(
     Concurrent writers queue on the upsert's row lock, and the upsert judges the row as the
     writer before it left it: only the first writer after expiry restarts the session, and
     the others' ``cleared`` finds only the rows the first already deleted.
+    With ``keys``, the batch's idempotency key ``key`` is inserted too, by one more CTE
+    (``_dialect.keyed_cte``): a key already there fails the whole statement.
     """
     from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -187,9 +189,10 @@ def append_postgresql(
         .table_valued("message_data", with_ordinality="n")
         .render_derived()
     )
+    source: Any = touched if keys is None else _dialect.keyed_cte(keys, touched)
     rows = (
-        select(touched.c.session_id, texts.c.message_data)
-        .select_from(touched)
+        select(source.c.session_id, texts.c.message_data)
+        .select_from(source)
         .join(texts, true())
         .order_by(texts.c.n)
     )
@@ -198,7 +201,8 @@ def append_postgresql(
     cleared = (
         delete(m).where(m.c.session_id == sid, exists(select(_ONE).where(*stale))).cte("cleared")
     )
-    return select(func.count()).select_from(touched).add_cte(added).add_cte(cleared)
+    stmt = select(func.count()).select_from(touched).add_cte(added).add_cte(cleared)
+    return stmt if keys is None else stmt.add_cte(source)
 
 
 def pop_postgresql(pop: Any, s: Table, sid: Any) -> Any:

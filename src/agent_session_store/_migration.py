@@ -19,8 +19,10 @@ from agent_session_store.errors import InvalidIdentifierError, MigrationError
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
+    archive_table_name,
     check_identifier,
     derived_name,
+    keys_table_name,
     make_models,
 )
 
@@ -55,6 +57,11 @@ def tables_from_opts(opts: Mapping[str, Any]) -> tuple[str, str]:
     return table_names(names.get("sessions_table"), names.get("messages_table"))
 
 
+#: The newest revision in ``migrations/versions`` (``tests/test_startup.py`` holds them equal).
+#: Known without Alembic, so a command can see that a database is at head without importing it.
+HEAD_REVISION = "agent_session_store_0005"
+
+
 def version_table(sessions_table: str) -> str:
     """The version table of a standalone run: apart from any host's ``alembic_version``."""
     return derived_name(sessions_table, "alembic_version")
@@ -65,6 +72,16 @@ def target_metadata(sessions_table: str, messages_table: str) -> MetaData:
     pair = make_models(sessions_table=sessions_table, messages_table=messages_table)
     metadata: MetaData = pair.AgentSession.__table__.metadata  # type: ignore[attr-defined]
     return metadata
+
+
+def store_tables(sessions_table: str, messages_table: str) -> tuple[str, ...]:
+    """Every table of one store: sessions, messages, the archive, the idempotency keys."""
+    return (
+        sessions_table,
+        messages_table,
+        archive_table_name(messages_table),
+        keys_table_name(messages_table),
+    )
 
 
 def include_only(*tables: str) -> Callable[..., bool]:

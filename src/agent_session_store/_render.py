@@ -11,16 +11,21 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.padding import Padding
-from rich.table import Table
-
 from agent_session_store.admin import SessionInfo
 from agent_session_store.records import SessionRecord
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from agent_session_store._cli_base import Target
+
+
+def console() -> Console:
+    """A rich console on stdout; rich is imported here, when a command has output to show."""
+    from rich.console import Console
+
+    return Console()
 
 
 def count(n: int, noun: str) -> str:
@@ -52,6 +57,9 @@ def sessions_table(
     sessions: Iterable[SessionInfo | SessionRecord], title: str | None = None
 ) -> Table:
     """A table of sessions: id, items, created, updated."""
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("id", overflow="fold")
     table.add_column("items", justify="right")
@@ -118,6 +126,9 @@ _STYLES = {
 
 def print_items(console: Console, items: Iterable[Any], first_number: int = 1) -> None:
     """Print items one per block: number, label, text."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
     for number, item in enumerate(items, start=first_number):
         label, text = describe(item)
         style = _STYLES.get(label, "bold")

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-from agent_session_store import _expiry
+from agent_session_store import _dialect, _expiry
 from agent_session_store.models import utcnow
 from agent_session_store.records import refuse_other_owner
 
@@ -44,11 +44,21 @@ class Scope:
     user_id: str | None = None
     #: Seconds each write moves ``expires_at`` ahead of now; None leaves it as it is.
     ttl: int | None = None
+    #: Removals (pop, clear, rewind, replace) move items to the archive (``_archive``).
+    archive: bool = False
 
     @property
     def plain(self) -> bool:
-        """True when the store's plain statements serve this handle (they see expiry too)."""
+        """True when the store's plain statements serve this handle's reads and appends.
+
+        They see expiry too (``_expiry``).
+        """
         return self.user_id is None and self.ttl is None
+
+    @property
+    def removes_plainly(self) -> bool:
+        """True when the store's plain statements serve this handle's pops and clears."""
+        return self.plain and not self.archive
 
 
 PLAIN = Scope()
@@ -70,6 +80,7 @@ class ScopedStatements:
         *,
         owned: bool,
         ttl: bool,
+        keys: Table | None = None,
     ) -> None:
         s, m = sessions, messages
         sid = bindparam("sid", type_=s.c.session_id.type)
@@ -98,13 +109,29 @@ class ScopedStatements:
             delete(s).where(s.c.session_id == sid, *owner_of), modifies=True
         )
         self.reset = prepare(_expiry.reset(s, sid, ttl=ttl), modifies=True)
+        #: ``reset`` only if the row is expired: for writes that did not read the row first.
+        self.reset_expired = prepare(
+            _expiry.reset(s, sid, ttl=ttl).where(s.c.expires_at <= utcnow()), modifies=True
+        )
+        #: The plain session-row upsert (sliding a ttl): creates the row or holds its lock,
+        #: for writes that checked the row themselves (``_history``).
+        row: dict[str, Any] = {"session_id": sid, "user_id": uid}
+        on_conflict: dict[str, Any] = {"updated_at": utcnow()}
+        if ttl:
+            row["expires_at"] = on_conflict["expires_at"] = _expiry.new_expiry(True)
+        self.upsert = prepare(_upsert(dialect, s, row, on_conflict), modifies=True)
         #: SQLite, MySQL/MariaDB: the session-row upsert that tells live, expired or theirs.
         self.touch = None
         #: PostgreSQL: upsert and items in one statement.
         self.append = None
+        #: PostgreSQL: ``append`` that also records the batch's idempotency key ``key``.
+        self.append_keyed = None
         if dialect.name == "postgresql":
             append = _expiry.append_postgresql(s, m, sid, uid, owned=owned, ttl=ttl)
             self.append = prepare(append, modifies=True)
+            if keys is not None:
+                keyed = _expiry.append_postgresql(s, m, sid, uid, owned=owned, ttl=ttl, keys=keys)
+                self.append_keyed = prepare(keyed, modifies=True)
         else:
             touch = _expiry.touch(dialect, s, sid, uid, owned=owned, ttl=ttl)
             self.touch = prepare(touch, modifies=True)
@@ -126,6 +153,29 @@ class ScopedStatements:
             _expiry.pop_postgresql(pop, s, sid) if self.pop_slides else pop, modifies=True
         )
         self.slide = prepare(_expiry.slide(s, sid), modifies=True)
+
+
+def _upsert(dialect: Dialect, s: Table, row: dict[str, Any], on_conflict: dict[str, Any]) -> Any:
+    """``INSERT`` the session row, or set ``on_conflict`` on it; locks the row until commit."""
+    if _dialect.is_mysql(dialect):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        return mysql_insert(s).values(row).on_duplicate_key_update(on_conflict)
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(s)
+            .values(row)
+            .on_conflict_do_update(index_elements=[s.c.session_id], set_=on_conflict)
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (
+        sqlite_insert(s)
+        .values(row)
+        .on_conflict_do_update(index_elements=[s.c.session_id], set_=on_conflict)
+    )
 
 
 def check_state(session_id: str, scope: Scope, found: Any) -> bool:

@@ -36,7 +36,7 @@ class ScopedOperations:
             store = self._store
             built = self._built[key] = ScopedStatements(
                 store.sessions, store.messages, self._dialect, self._prepare,
-                owned=key[0], ttl=key[1],
+                owned=key[0], ttl=key[1], keys=store.keys,
             )  # fmt: skip
         return built
 
@@ -62,24 +62,31 @@ class ScopedOperations:
         result: list[Any] = await self._store._transport.read(read)
         return result
 
-    async def add_items(self, session_id: str, encoded: list[str], scope: Scope) -> None:
-        """Append under the owner's condition, sliding the expiry; refuse another owner."""
+    async def add_items(
+        self, session_id: str, encoded: list[str], scope: Scope, key: str | None = None
+    ) -> None:
+        """Append under the owner's condition, sliding the expiry; refuse another owner.
+
+        With ``key``, the batch's idempotency key is recorded in the same transaction.
+        """
         st, store = self.statements(scope), self._store
-        params = self._params(session_id, scope)
-        if st.append is not None:
+        params = self._params(session_id, scope, key=key)
+        statement = st.append if key is None else st.append_keyed
+        if statement is not None:
             one = {**params, "texts": encoded}
 
             async def append(link: Any) -> None:
-                found = await link.rows(st.append, one)
+                found = await link.rows(statement, one)
                 if not found[0][0]:
                     state = await link.rows(st.state, params)
                     refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
 
-            await store._transport.write(append, WriteShape.ONE_STATEMENT)
+            await store._write_batch(append, WriteShape.ONE_STATEMENT, session_id, key)
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
         touch = st.touch
         assert touch is not None
+        insert_key = store._statements.insert_key
 
         async def add(link: Any) -> None:
             if self._mysql:
@@ -92,12 +99,16 @@ class ScopedOperations:
                 if expired or state is RowState.EXPIRED:
                     await link.run(st.delete_messages, params)
                     await link.run(st.reset, params)
+            if key is not None:
+                await link.run(insert_key, params)
             await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
 
-        await store._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
+        await store._write_batch(add, WriteShape.SEVERAL_STATEMENTS, session_id, key)
 
     async def pop_item(self, session_id: str, scope: Scope) -> Any | None:
         """Remove and return the newest item this scope may see, or None."""
+        if scope.archive:
+            return await self._store._archiver.pop_item(session_id, scope)
         st, store = self.statements(scope), self._store
         params = self._params(session_id, scope)
 
@@ -137,6 +148,9 @@ class ScopedOperations:
 
     async def clear_session(self, session_id: str, scope: Scope) -> None:
         """Delete the session and its items if this scope owns it; refuse another owner."""
+        if scope.archive:
+            await self._store._archiver.clear_session(session_id, scope)
+            return
         st, store = self.statements(scope), self._store
         params = self._params(session_id, scope)
 

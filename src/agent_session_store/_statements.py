@@ -94,8 +94,9 @@ class Statements:
         messages: Table,
         dialect: Dialect,
         schema_map: Mapping[str | None, str | None] | None,
+        keys: Table,
     ) -> None:
-        s, m = sessions, messages
+        s, m, k = sessions, messages, keys
 
         def prep(core: Any, *, modifies: bool = False) -> Statement:
             return prepare(core, dialect, modifies=modifies, schema_map=schema_map)
@@ -126,14 +127,24 @@ class Statements:
         self.touch: Statement | None = None
         #: PostgreSQL: the upsert and the insert in one statement; elsewhere None.
         self.append: Statement | None = None
+        #: PostgreSQL: ``append`` that also records the batch's idempotency key ``key``.
+        self.append_keyed: Statement | None = None
         if dialect.name == "postgresql":
             append = _expiry.append_postgresql(s, m, sid, uid, owned=False, ttl=False)
             self.append = prep(append, modifies=True)
+            keyed = _expiry.append_postgresql(s, m, sid, uid, owned=False, ttl=False, keys=k)
+            self.append_keyed = prep(keyed, modifies=True)
         else:
             touch = _expiry.touch(dialect, s, sid, uid, owned=False, ttl=False)
             self.touch = prep(touch, modifies=True)
         #: What a write to an expired session sends first: the old life's row reset.
         self.reset = prep(_expiry.reset(s, sid, ttl=False), modifies=True)
+        key = bindparam("key", type_=k.c.idempotency_key.type)
+        #: Elsewhere the key is one more INSERT in the write's transaction.
+        self.insert_key = prep(insert(k).values(session_id=sid, idempotency_key=key), modifies=True)
+        self.key_stored = prep(
+            select(k.c.session_id).where(k.c.session_id == sid, k.c.idempotency_key == key)
+        )
         text_param = bindparam("text", type_=m.c.message_data.type)
         self.insert = prep(
             insert(m).values(session_id=sid, message_data=text_param), modifies=True
@@ -162,7 +173,11 @@ class Statements:
         hot = [self.select_head, self.stream_all, self.select_tail, self.select_tail_ids]
         hot.append(self.exists)
         hot += [self.select_tail_before, self.delete_messages, self.delete_session]
-        hot += [self.append] if self.append is not None else [self.insert]
+        hot.append(self.key_stored)
+        if self.append is not None and self.append_keyed is not None:
+            hot += [self.append, self.append_keyed]
+        else:
+            hot += [self.insert, self.insert_key]
         hot += [self.touch] if self.touch is not None else []
         hot += [self.pop] if self.pop_returns else [self.select_newest_locked, self.delete_by_id]
         if self.checks_packets:

@@ -3,336 +3,63 @@
 Every command takes ``--url`` (else ``AGENT_SESSION_STORE_URL``, else the embedded SQLite file
 ``agent_sessions.db``). Errors a person can act on print one line and exit with status 1, or 3
 when the database cannot be reached; ``--debug`` shows the traceback instead.
+
+This module imports click and nothing else of weight: each command lives in a module of its
+own kind (``_cli_read``, ``_cli_transfer``, ``_cli_records``, ``_cli_migrate``), imported when
+that command runs, so ``--version`` and ``--help`` of one command do not pay for SQLAlchemy,
+rich or Alembic.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from datetime import datetime, timedelta, timezone
-from typing import Any
+import importlib
 
 import click
-from rich.console import Console
 
-from agent_session_store import __version__, _render
-from agent_session_store._cli_base import (
-    CommandError,
-    Target,
-    database_options,
-    open_store,
-    prepare_schema,
-    refuse_missing_file,
-    require_schema,
-    run,
-    table_names,
-)
-from agent_session_store._cli_records import (
-    erase_user_command,
-    listing_filters,
-    listing_options,
-    prune_expired,
-    record_json,
-    record_line,
-)
-from agent_session_store._cli_transfer import (
-    export_command,
-    import_command,
-    import_sdk_sqlite_command,
-)
-from agent_session_store.admin import PruneResult
+from agent_session_store import __version__
+
+#: Each command's name and where it is defined, as ``module:attribute``.
+COMMANDS = {
+    "check": "agent_session_store._cli_migrate:check_command",
+    "current": "agent_session_store._cli_migrate:current_command",
+    "demo": "agent_session_store._cli_read:demo_command",
+    "downgrade": "agent_session_store._cli_migrate:downgrade_command",
+    "erase-user": "agent_session_store._cli_records:erase_user_command",
+    "export": "agent_session_store._cli_transfer:export_command",
+    "import": "agent_session_store._cli_transfer:import_command",
+    "import-sdk-sqlite": "agent_session_store._cli_transfer:import_sdk_sqlite_command",
+    "prune": "agent_session_store._cli_read:prune_command",
+    "restore": "agent_session_store._cli_records:restore_command",
+    "sessions": "agent_session_store._cli_read:sessions_command",
+    "show": "agent_session_store._cli_read:show_command",
+    "upgrade": "agent_session_store._cli_migrate:upgrade_command",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported from :data:`COMMANDS` when first looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, without importing any of them."""
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command called ``cmd_name``, imported from its module the first time."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in COMMANDS:
+            return command
+        module, _, attribute = COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{COMMANDS[cmd_name]} is not a click command")
+        self.add_command(command, cmd_name)  # later lookups find it directly
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agent-session-store")
 def cli() -> None:
     """Look at, export, import, prune and migrate agent conversation history."""
-
-
-# -- reading ------------------------------------------------------------------------------
-
-
-@cli.command("sessions")
-@database_options
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--cursor", help="Continue after the page that printed this cursor.")
-@click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest",
-              show_default=True, help="By last update.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@listing_options
-def sessions_command(
-    target: Target, limit: int, cursor: str | None, order: Any, as_json: bool, **filters: Any
-) -> None:
-    """List sessions with their item counts, most recently updated first."""
-
-    async def work() -> None:
-        async with open_store(target) as store:
-            await require_schema(store, target)
-            page = await store.list_sessions(
-                limit=limit, cursor=cursor, order=order, **listing_filters(**filters)
-            )
-        if as_json:
-            rows = [
-                {"session_id": i.session_id, "items": i.item_count,
-                 "created_at": i.created_at.isoformat(), "updated_at": i.updated_at.isoformat(),
-                 **record_json(i)}
-                for i in page.sessions
-            ]
-            click.echo(json.dumps({"sessions": rows, "next_cursor": page.next_cursor},
-                                  ensure_ascii=False, indent=2))
-            return
-        console = Console()
-        if not page.sessions:
-            console.print(f"no sessions at {target.shown_url}", soft_wrap=True)
-            return
-        console.print(_render.sessions_table(page.sessions))
-        if page.next_cursor:
-            extra = {"order": order} if order != "newest" else {}
-            again = _render.command_line("sessions", target, limit=limit, **extra)
-            console.print(f"more: {again} --cursor {page.next_cursor}", soft_wrap=True)
-
-    run(target, work())
-
-
-@cli.command("show")
-@database_options
-@click.argument("session_id")
-@click.option("--limit", type=click.IntRange(min=0), help="Only the latest N items.")
-@click.option("--json", "as_json", is_flag=True, help="Print the items as a JSON array.")
-def show_command(target: Target, session_id: str, limit: int | None, as_json: bool) -> None:
-    """Print one session's items: user, assistant, tool calls and outputs, reasoning."""
-
-    async def work() -> None:
-        async with open_store(target) as store:
-            await require_schema(store, target)
-            info = await store.info(session_id)
-            if info is None:
-                raise CommandError(f"no session {session_id!r} at {target.shown_url}")
-            items = await store.get_items(session_id, limit)
-        if as_json:
-            click.echo(json.dumps(items, ensure_ascii=False, indent=2))
-            return
-        console = Console()
-        shown = f"latest {len(items)} of " if len(items) < info.item_count else ""
-        console.print(
-            f"[bold]session {info.session_id}[/bold]: {shown}{info.item_count} items, "
-            f"created {_render.when(info.created_at)}, updated {_render.when(info.updated_at)} UTC",
-            highlight=False, soft_wrap=True,
-        )
-        console.print(record_line(info), highlight=False, soft_wrap=True, markup=False)
-        _render.print_items(console, items, first_number=info.item_count - len(items) + 1)
-
-    run(target, work())
-
-
-# -- moving history: export, import, import-sdk-sqlite (in _cli_transfer) ---------------
-
-cli.add_command(export_command)
-cli.add_command(import_command)
-cli.add_command(import_sdk_sqlite_command)
-cli.add_command(erase_user_command)
-
-
-# -- pruning ------------------------------------------------------------------------------
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` as a ``timedelta``."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not an age such as 30d, 12h, 90m, 2w or 45s")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
-
-
-@cli.command("prune")
-@database_options
-@click.option("--older-than", "age", help="Age such as 30d, 12h, 2w.",
-              callback=lambda _ctx, _param, value: None if value is None else parse_age(value))
-@click.option("--expired", is_flag=True, help="Delete expired sessions instead.")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
-@click.option("--yes", is_flag=True, help="Delete; without it, only report what would go.")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def prune_command(
-    target: Target,
-    age: timedelta | None,
-    expired: bool,
-    batch_size: int,
-    yes: bool,
-    as_json: bool,
-) -> None:
-    """Delete sessions not updated for --older-than, or --expired ones (dry run without --yes)."""
-    if expired == (age is not None):
-        raise click.UsageError("give exactly one of --older-than AGE and --expired")
-    if age is None:
-        prune_expired(target, yes, batch_size, as_json)
-        return
-    cutoff = datetime.now(timezone.utc) - age
-
-    async def work() -> PruneResult:
-        async with open_store(target) as store:
-            await require_schema(store, target)
-            return await store.delete_sessions(older_than=cutoff, dry_run=not yes)
-
-    result = run(target, work())
-    if as_json:
-        click.echo(json.dumps({"deleted": yes, "sessions": result.sessions,
-                               "items": result.items, "not_updated_since": cutoff.isoformat()}))
-        return
-    since = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
-    counts = f"{_render.count(result.sessions, 'session')} ({_render.count(result.items, 'item')})"
-    if yes:
-        click.echo(f"deleted {counts} not updated since {since}")
-    else:
-        click.echo(f"would delete {counts} not updated since {since}; "
-                   "run again with --yes to delete them")
-
-
-# -- demo ---------------------------------------------------------------------------------
-
-
-@cli.command("demo")
-@database_options
-@click.option("--session-id", default="demo", show_default=True)
-def demo_command(target: Target, session_id: str) -> None:
-    """Play a scripted agent conversation through the SDK Runner (offline), then show it."""
-    try:
-        from agent_session_store._demo import run_demo
-    except ImportError:
-        if target.debug:
-            raise
-        raise CommandError(
-            "the demo runs the OpenAI Agents SDK, which is not installed; "
-            'run: pip install "agent-session-store[agents]"'
-        ) from None
-
-    async def work() -> None:
-        async with open_store(target) as store:
-            await prepare_schema(store)
-            session = store.session(session_id)
-            await session.clear_session()  # a re-run shows one conversation, not two
-            await run_demo(session)
-            items = await session.get_items()
-        console = Console()
-        console.print(f"[bold]stored {len(items)} items in session {session_id!r} at "
-                      f"{target.shown_url}[/bold]", highlight=False, soft_wrap=True)
-        _render.print_items(console, items)
-        console.print(f"see it again: agent-session-store show {session_id}", highlight=False)
-
-    run(target, work())
-
-
-# -- migrations ---------------------------------------------------------------------------
-
-
-def _migrate(target: Target, move: Any, revision: str) -> str | None:
-    """Run ``move`` (``migrate.upgrade`` or ``migrate.downgrade``) and return the new revision."""
-    from agent_session_store import migrate
-
-    async def work() -> str | None:
-        async with open_store(target) as store:
-            await move(store.engine, revision, **table_names(store))
-            return await migrate.current(store.engine, **table_names(store))
-
-    return run(target, work())
-
-
-@cli.command("upgrade")
-@database_options
-@click.argument("revision", default="head")
-def upgrade_command(target: Target, revision: str) -> None:
-    """Migrate the schema up to REVISION (default: head)."""
-    from agent_session_store import migrate
-
-    click.echo(f"{target.shown_url} is at revision {_migrate(target, migrate.upgrade, revision)}")
-
-
-@cli.command("downgrade")
-@database_options
-@click.argument("revision")
-@click.option("--yes", is_flag=True, help="Needed for 'base', which drops the tables.")
-def downgrade_command(target: Target, revision: str, yes: bool) -> None:
-    """Migrate the schema down to REVISION ('base' drops the tables and all their rows)."""
-    from agent_session_store import migrate
-
-    if revision == "base" and not yes:
-        raise CommandError(
-            f"downgrade base drops the tables {target.sessions_table!r} and "
-            f"{target.messages_table!r} at {target.shown_url}, with every session and item "
-            "in them; export them first if you need them, then run again with --yes"
-        )
-    now = _migrate(target, migrate.downgrade, revision)
-    click.echo(f"{target.shown_url} is at revision {now or 'base (no tables)'}")
-
-
-@cli.command("current")
-@database_options
-@click.option("--json", "as_json", is_flag=True, help="Print the revisions as JSON.")
-def current_command(target: Target, as_json: bool) -> None:
-    """Print the database's schema revision and the one this package needs."""
-    from agent_session_store import migrate
-
-    async def work() -> tuple[str | None, list[str]]:
-        async with open_store(target) as store:
-            refuse_missing_file(store, target)
-            revision = await migrate.current(store.engine, **table_names(store))
-            return revision, await migrate.host_heads(store.engine)
-
-    revision, host = run(target, work())
-    head = migrate.head_revision()
-    if as_json:
-        click.echo(json.dumps({"url": target.shown_url, "current": revision, "head": head,
-                               "up_to_date": revision == head, "host_alembic_version": host}))
-        return
-    if revision is not None:
-        shown = revision
-    elif host:
-        # Our row is not there to find; the host's Alembic owns the tables, so our own
-        # upgrade would start a second version table: point at the host's command instead.
-        shown = ("none found; the host's Alembic manages this database, run there: "
-                 "alembic upgrade heads")
-    else:
-        shown = ("none (run: agent-session-store upgrade "
-                 f"--url '{target.shown_url}'{target.table_options})")
-    click.echo(f"current: {shown}")
-    click.echo(f"head:    {head}")
-    if host:
-        click.echo(f"host:    alembic_version at {', '.join(host)} (the host application's "
-                   "Alembic migrates these tables)")
-
-
-@cli.command("check")
-@database_options
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def check_command(target: Target, as_json: bool) -> None:
-    """Exit 0 if the schema is at the package's revision, 1 if not (saying what to run).
-
-    Exit status 3 means the database could not be reached, so nothing was checked.
-    """
-    from agent_session_store import migrate
-    from agent_session_store.errors import SchemaOutOfDateError
-
-    async def work() -> str | None:
-        async with open_store(target) as store:
-            refuse_missing_file(store, target)
-            try:
-                await migrate.check(store.engine, **table_names(store))
-            except SchemaOutOfDateError as exc:
-                return str(exc)
-        return None
-
-    problem = run(target, work())
-    head = migrate.head_revision()
-    if as_json:
-        click.echo(json.dumps({"url": target.shown_url, "up_to_date": problem is None,
-                               "head": head, "problem": problem}))
-        if problem is not None:
-            raise SystemExit(1)
-        return
-    if problem is not None:
-        raise CommandError(problem)
-    click.echo(f"{target.shown_url} is up to date at revision {head}")
 
 
 def main() -> None:

@@ -27,9 +27,15 @@ class InvalidIdentifierError(AgentSessionStoreError, ValueError):
 class CommitOutcomeUnknownError(AgentSessionStoreError, RuntimeError):
     """The connection was lost while committing: the write may or may not have been saved.
 
-    The store never retries such a write, because running it again could store a batch
-    twice or pop a second item. Read the session to find out, then decide.
+    ``pop_item`` and ``clear_session`` are never run again after such a loss, because running
+    them again could pop a second item: read the session to find out, then decide.
+    ``add_items`` settles it by itself (its idempotency key makes a second send safe) and
+    raises this only when the database stayed unreachable; ``idempotency_key`` then holds
+    the key to call ``add_items`` with again, which stores the batch at most once.
     """
+
+    #: The key of the ``add_items`` batch in doubt (None for other writes).
+    idempotency_key: str | None = None
 
 
 class DatabaseConnectionError(AgentSessionStoreError, ConnectionError):
@@ -101,3 +107,11 @@ class InvalidArgumentError(AgentSessionStoreError, ValueError):
 
 class ArgumentTypeError(AgentSessionStoreError, TypeError):
     """An argument has a type the call does not take (a session id that is not a ``str``, ...)."""
+
+
+class SessionNotFoundError(InvalidArgumentError):
+    """The operation needs a session that does not exist (``fork``'s source)."""
+
+
+class SessionExistsError(InvalidArgumentError):
+    """The operation would write into a session that exists (``fork``'s new id)."""

@@ -34,7 +34,10 @@ from agent_session_store.errors import (
     MigrationError,
     SchemaOutOfDateError,
 )
-from agent_session_store.models import DEFAULT_MESSAGES_TABLE, DEFAULT_SESSIONS_TABLE
+from agent_session_store.models import (
+    DEFAULT_MESSAGES_TABLE,
+    DEFAULT_SESSIONS_TABLE,
+)
 
 __all__ = [
     "alembic_options",
@@ -316,7 +319,9 @@ def _schema_diffs(connection: Connection, sessions: str, messages: str) -> list[
         connection,
         opts={
             "compare_type": True,
-            "include_name": _migration.include_only(sessions, messages),
+            "include_name": _migration.include_only(
+                *_migration.store_tables(sessions, messages)
+            ),
         },
     )
     return list(compare_metadata(context, _migration.target_metadata(sessions, messages)))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -75,6 +76,16 @@ def derived_name(*parts: str) -> str:
 def messages_index_name(messages_table: str) -> str:
     """Name of the (session_id, id) index: the one the SDK's SQLiteSession creates."""
     return derived_name("idx", messages_table, "session_id")
+
+
+def keys_table_name(messages_table: str) -> str:
+    """Name of the idempotency keys table (revision 0005): ``<messages_table>_keys``."""
+    return derived_name(messages_table, "keys")
+
+
+def keys_index_name(keys_table: str) -> str:
+    """Name of the keys table's ``created_at`` index, which :func:`purge_keys` scans."""
+    return derived_name("ix", keys_table, "created")
 
 
 #: The sessions table's indexes (revision 0002): suffix of the name, then the columns. Listing
@@ -165,6 +176,8 @@ MessageText = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "m
 MessageId = BigInteger().with_variant(Integer(), "sqlite")
 #: The owner's id: ``VARCHAR(255)``, compared case-sensitively like session ids.
 UserId = SessionId
+#: An ``add_items`` idempotency key: up to 255 characters, compared case-sensitively.
+IdempotencyKey = SessionId
 #: A session's title; ``TEXT`` everywhere (``utf8mb4`` on MySQL/MariaDB).
 TitleText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
 #: Session metadata: ``JSONB`` on PostgreSQL (containment, ``||``), ``JSON`` elsewhere.
@@ -198,6 +211,11 @@ class AgentSessionColumns:
         "metadata", MetadataJSON, nullable=True
     )
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Set by ``store.fork``: the session this one was copied from (revision 0003); no foreign
+    #: key, so deleting the source keeps the fork and its reference.
+    forked_from_session_id: Mapped[str | None] = mapped_column(SessionId, nullable=True)
+    #: The id of the source's last item the fork copied (None when it copied none).
+    forked_from_item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     if TYPE_CHECKING:
         messages: Mapped[list[Any]]
@@ -225,14 +243,98 @@ class AgentMessageColumns:
         return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
 
 
+class ArchivedItemColumns:
+    """Columns of the archive table (revision 0003): items an ``archive=`` store removed.
+
+    Items that pop, clear, rewind and replace took out, kept for ``restore``.
+
+    No foreign key: an archived item outlives its session's row (``clear_session`` deletes
+    it). ``user_id`` is the owner when it was archived, so ``erase_user`` finds it.
+    """
+
+    id: Mapped[int] = mapped_column(
+        MessageId, primary_key=True, autoincrement=True, sort_order=-1
+    )
+    session_id: Mapped[str] = mapped_column(SessionId, nullable=False)
+    user_id: Mapped[str | None] = mapped_column(UserId, nullable=True)
+    #: The item's id in the messages table; a restore puts it back under this id.
+    item_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    message_data: Mapped[str] = mapped_column(MessageText, nullable=False)
+    #: When the item was first written.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    archived_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+    #: One archiving operation (its items share it): what ``restore`` undoes as a whole.
+    batch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: ``pop``, ``clear``, ``rewind``, ``replace`` or ``restore``.
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} session_id={self.session_id!r}>"
+
+
+def archive_table_name(messages_table: str) -> str:
+    """Name of the archive table of ``messages_table``."""
+    return derived_name(messages_table, "archive")
+
+
+#: The archive table's indexes: suffix of the name, then the columns. ``restore`` walks a
+#: session's batches newest first; ``erase_user`` and ``purge_archive`` filter by owner, age.
+ARCHIVE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("session", ("session_id", "id")),
+    ("user", ("user_id",)),
+    ("archived", ("archived_at",)),
+)
+
+
+class AgentKeyColumns:
+    """Columns of the idempotency keys table: one row per ``add_items`` batch written.
+
+    The primary key ``(session_id, idempotency_key)`` is what refuses a second copy of a
+    batch; ``created_at`` is what old keys are purged by.
+    """
+
+    idempotency_key: Mapped[str] = mapped_column(IdempotencyKey, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, server_default=utcnow()
+    )
+
+    if TYPE_CHECKING:
+        session_id: Mapped[str]
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} session_id={self.session_id!r} "
+            f"idempotency_key={self.idempotency_key!r}>"
+        )
+
+
 class ModelPair(NamedTuple):
-    """The two declarative classes of one configured pair of tables."""
+    """The two declarative classes of one configured pair of tables.
+
+    The archive's model is :attr:`AgentArchivedItem` and the batches' idempotency keys' model
+    :attr:`AgentKey` (properties, kept out of the tuple so that
+    ``AgentSession, AgentMessage = make_models()`` unpacks).
+    """
 
     AgentSession: type[AgentSessionColumns]
     AgentMessage: type[AgentMessageColumns]
 
+    @property
+    def AgentArchivedItem(self) -> type[ArchivedItemColumns]:  # noqa: N802 - a class
+        """The archive table's model, on the same base as the pair."""
+        return _archives[self.AgentMessage]
+
+    @property
+    def AgentKey(self) -> type[AgentKeyColumns]:  # noqa: N802 - a class, named like one
+        """The idempotency keys model of this pair (table ``<messages_table>_keys``)."""
+        return _key_models[self.AgentMessage]
+
 
 _cache: dict[tuple[type[Any], str, str], ModelPair] = {}
+_archives: dict[type[Any], type[ArchivedItemColumns]] = {}
+_key_models: dict[type[Any], type[AgentKeyColumns]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -246,7 +348,8 @@ def make_models(
 
     Calls with the same arguments return the same classes. With ``base=None`` the default names
     give this package's :class:`AgentSession`/:class:`AgentMessage`, and other names a pair on
-    a private base of their own, so that ``metadata`` holds exactly the two tables.
+    a private base of their own, so that ``metadata`` holds exactly their three tables (the
+    third, ``<messages_table>_keys``, holds the batches' idempotency keys: ``pair.AgentKey``).
 
     Args:
         base: A host application's declarative base (``DeclarativeBase`` subclass or
@@ -335,6 +438,48 @@ def _build(base: type[Any], sessions_table: str, messages_table: str, suffix: st
     )
     setattr(session_cls, "messages", messages)  # noqa: B010 - declared for typing only
     setattr(message_cls, "session", relationship(session_cls, back_populates="messages"))  # noqa: B010
+    archive = archive_table_name(messages_table)
+    _archives[message_cls] = cast(
+        "type[ArchivedItemColumns]",
+        type(
+            f"AgentArchivedItem{suffix}",
+            (ArchivedItemColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": archive,
+                "__table_args__": (
+                    *(
+                        Index(derived_name("ix", archive, name), *columns)
+                        for name, columns in ARCHIVE_INDEXES
+                    ),
+                    {"sqlite_autoincrement": True, **_TABLE_OPTIONS},
+                ),
+            },
+        ),
+    )
+    keys_table = keys_table_name(messages_table)
+    _key_models[message_cls] = cast(
+        "type[AgentKeyColumns]",
+        type(
+            f"AgentKey{suffix}",
+            (AgentKeyColumns, base),
+            {
+                "__module__": __name__,
+                "__tablename__": keys_table,
+                "__table_args__": (
+                    PrimaryKeyConstraint("session_id", "idempotency_key"),
+                    Index(keys_index_name(keys_table), "created_at"),
+                    dict(_TABLE_OPTIONS),
+                ),
+                "session_id": mapped_column(
+                    SessionId,
+                    ForeignKey(f"{sessions_table}.session_id", ondelete="CASCADE"),
+                    nullable=False,
+                    sort_order=-1,
+                ),
+            },
+        ),
+    )
     return ModelPair(session_cls, message_cls)
 
 

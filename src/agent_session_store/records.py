@@ -73,6 +73,17 @@ class SessionRecord:
     updated_at: datetime
     expires_at: datetime | None
     item_count: int
+    #: ``store.fork`` made this session from that one...
+    forked_from_session_id: str | None = None
+    #: ...copying its items up to this id (None: it copied none).
+    forked_from_item_id: int | None = None
+
+    @property
+    def forked_from(self) -> tuple[str, int | None] | None:
+        """``(source session id, last item id copied)`` for a fork, else None."""
+        if self.forked_from_session_id is None:
+            return None
+        return self.forked_from_session_id, self.forked_from_item_id
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class SessionRecords:
         engine: The store's engine.
         sessions: The sessions table.
         messages: The messages table.
+        archive: The archive table: removing a session removes its archived items too.
         connect: Where reads get their connection; the store passes its gate (closed store,
             schema check, the ``:memory:`` connection taken in turn). Default: the engine's.
         write: Runs a write in one transaction with the store's retries and SQLite writer
@@ -113,11 +125,14 @@ class SessionRecords:
         engine: AsyncEngine,
         sessions: Table,
         messages: Table,
+        archive: Table | None = None,
         *,
         connect: Connect | None = None,
         write: Any = None,
     ) -> None:
         self._engine, self._s, self._m = engine, sessions, messages
+        #: The archive table: removing a session removes its archived items too.
+        self._a = archive
         self._dialect = engine.dialect
         self._connect: Connect = connect or engine.connect
         self._write_with: Any = write
@@ -336,6 +351,8 @@ class SessionRecords:
             s.c.updated_at,
             s.c.expires_at,
             count.scalar_subquery().label("item_count"),
+            s.c.forked_from_session_id,
+            s.c.forked_from_item_id,
         ]
         if sort_key is not None:
             columns.append(sort_key.label("sort_key"))
@@ -369,6 +386,10 @@ class SessionRecords:
                 delete(m).where(m.c.session_id.in_(still.where(s.c.session_id.in_(ids))))
             )
             gone = await conn.execute(delete(s).where(s.c.session_id.in_(ids), condition))
+            if self._a is not None:
+                a = self._a
+                kept = select(s.c.session_id).where(s.c.session_id == a.c.session_id)
+                await conn.execute(delete(a).where(a.c.session_id.in_(ids), ~kept.exists()))
             return len(ids), gone.rowcount, items.rowcount
 
         sessions = items = 0
@@ -418,6 +439,8 @@ def _record(row: Any) -> SessionRecord:
         row.updated_at,
         row.expires_at,
         int(row.item_count),
+        row.forked_from_session_id,
+        None if row.forked_from_item_id is None else int(row.forked_from_item_id),
     )
 
 

@@ -198,17 +198,29 @@ class SQLAlchemySession:
             await self._ensure_tables()
         return await self._store.get_items(self.session_id, limit, scope=self._scope)
 
-    async def add_items(self, items: list[Any]) -> None:
+    async def add_items(self, items: list[Any], *, idempotency_key: str | None = None) -> None:
         """Append ``items`` in one transaction, creating the session if needed.
+
+        Args:
+            items: The items, in order.
+            idempotency_key: Names this batch (1 to 255 characters): a second call with the
+                same key stores nothing and succeeds. Without one the call gets its own
+                key, so a connection lost at the commit point is settled by the store.
 
         Raises:
             TypeError: ``items`` is not a list of dicts.
             InvalidItemError: an item cannot be encoded as strict JSON. Nothing is stored.
+            CommitOutcomeUnknownError: the connection was lost while committing and the
+                database stayed unreachable; retry with its ``idempotency_key``.
         """
         if self._create_tables:
             await self._ensure_tables()
         await self._store.add_items(
-            self.session_id, items, ensure_ascii=self._ensure_ascii, scope=self._scope
+            self.session_id,
+            items,
+            ensure_ascii=self._ensure_ascii,
+            scope=self._scope,
+            idempotency_key=idempotency_key,
         )
 
     async def pop_item(self) -> Any | None:
@@ -222,6 +234,51 @@ class SQLAlchemySession:
         if self._create_tables:
             await self._ensure_tables()
         await self._store.clear_session(self.session_id, scope=self._scope)
+
+    async def rewind(self, keep: int, *, return_items: bool = True) -> list[Any] | int:
+        """Keep the first ``keep`` items and remove the rest, in one transaction.
+
+        For "edit an earlier message and regenerate": ``rewind(keep=n)`` then ``add_items``.
+        A concurrent ``add_items`` lands wholly before (and is removed) or wholly after (and
+        stays); each item a concurrent ``pop_item`` takes is not also returned here.
+
+        Returns:
+            The removed items in order, or how many with ``return_items=False`` (which does
+            not read them: for long tails).
+
+        Raises:
+            SessionOwnershipError: this handle's ``user_id`` does not own the session.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        return await self._store.rewind(
+            self.session_id, keep, return_items=return_items, scope=self._scope
+        )
+
+    async def replace_items(self, items: list[Any]) -> None:
+        """Swap the whole history for ``items`` in one transaction.
+
+        Readers see the old history or the new one, never a mix or nothing; an error or a
+        cancellation at any point leaves the old one. For compaction and summaries.
+
+        Raises:
+            InvalidItemError: an item cannot be encoded as strict JSON; nothing changed.
+            SessionOwnershipError: this handle's ``user_id`` does not own the session.
+        """
+        if self._create_tables:
+            await self._ensure_tables()
+        await self._store.replace_items(
+            self.session_id, items, ensure_ascii=self._ensure_ascii, scope=self._scope
+        )
+
+    async def _atomic_replace_items(self, items: list[Any]) -> bool:
+        """:meth:`replace_items`, under the name the SDK's compaction wrapper looks for.
+
+        ``OpenAIResponsesCompactionSession`` looks this up on the type it wraps and, when
+        found, replaces the history in one call instead of ``clear_session`` + ``add_items``.
+        """
+        await self.replace_items(list(items))
+        return True
 
     async def info(self) -> SessionRecord | None:
         """This session's record (owner, title, metadata, times, item count), or None.

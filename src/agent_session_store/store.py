@@ -23,9 +23,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from agent_session_store import _dialect, _engines
+from agent_session_store import _dialect, _engines, _idempotency
+from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Runner
 from agent_session_store._expiry import RowState, touched
+from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
@@ -44,8 +46,10 @@ from agent_session_store.errors import ArgumentTypeError, DatabaseConnectionErro
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
+    AgentKeyColumns,
     AgentMessageColumns,
     AgentSessionColumns,
+    ArchivedItemColumns,
     make_models,
 )
 from agent_session_store.records import UNSET, RecordPage, Removed, SessionRecord, SessionRecords
@@ -85,6 +89,16 @@ class SessionStore:
         ttl: Sliding time to live of every session (``timedelta`` or seconds): each write
             moves ``expires_at`` to now + ttl, and an expired session reads as empty until
             :meth:`purge_expired` deletes it. None: sessions expire only when given a time.
+        archive: True, or a retention ``timedelta``: items that ``pop_item``,
+            ``clear_session``, ``rewind`` and ``replace_items`` remove move to the archive
+            table in the same transaction, for :meth:`restore`; :meth:`purge_archive` with no
+            argument deletes those older than the retention. False (the default): removed
+            items are deleted, and the plain statements run unchanged.
+        idempotency_keys: Give every ``add_items`` call that names no ``idempotency_key``
+            one of its own, so that a connection lost at the commit point is settled by
+            sending the batch again (the database refuses a second copy). False writes
+            keys only for calls that give one; a lost commit of the others raises
+            ``CommitOutcomeUnknownError``.
 
     Example:
         >>> async with SessionStore("sqlite+aiosqlite:///chat.db") as store:  # doctest: +SKIP
@@ -103,7 +117,10 @@ class SessionStore:
         engine_kwargs: Mapping[str, Any] | None = None,
         check_schema: bool = False,
         ttl: timedelta | float | None = None,
+        archive: bool | timedelta = False,
+        idempotency_keys: bool = True,
     ) -> None:
+        retention = check_archive(archive)
         models = make_models(base, sessions_table=sessions_table, messages_table=messages_table)
         kwargs: dict[str, Any] = {}
         check_async_engine(engine_or_url)
@@ -136,6 +153,9 @@ class SessionStore:
 
         self.AgentSession: type[AgentSessionColumns] = models.AgentSession
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
+        self.AgentArchivedItem: type[ArchivedItemColumns] = models.AgentArchivedItem
+        self.AgentKey: type[AgentKeyColumns] = models.AgentKey
+        self.idempotency_keys = bool(idempotency_keys)
         self.sessions_table = sessions_table
         self.messages_table = messages_table
         self._closed = False
@@ -147,7 +167,7 @@ class SessionStore:
         self._schema_locks = LoopLocks()
         self._max_packet: int | None = None
         self._statements = Statements(
-            self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine)
+            self.sessions, self.messages, engine.dialect, schema_map(engine.sync_engine), self.keys
         )
         owned = kwargs if self._owns_engine else None
 
@@ -163,6 +183,14 @@ class SessionStore:
         per_loop = self._owns_engine and not isinstance(engine.pool, StaticPool)
         self._bindings = _engines.Bindings(bind(engine), make if per_loop else None)
         self.ttl: int | None = None if ttl is None else seconds_of(ttl)
+        #: The scope of calls without one; with ``archive=``, removals go to the archive.
+        archives = retention is not None
+        self._default_scope = (
+            Scope(ttl=self.ttl, archive=archives) if self.ttl is not None or archives else PLAIN
+        )
+        self._archiver = Archive(self, retention)
+        self._archive: Archive | None = None if retention is None else self._archiver
+        self._history = History(self)
         shown_schema = schema_map(engine.sync_engine)
         self._scoped = ScopedOperations(
             self,
@@ -197,6 +225,7 @@ class SessionStore:
             binding.engine,
             self.sessions,
             self.messages,
+            archive=self.archive_table,
             connect=core.connect,
             write=binding.transport.write_core,
         )
@@ -273,6 +302,16 @@ class SessionStore:
         """The messages ``Table``."""
         return self.AgentMessage.__table__  # type: ignore[attr-defined,no-any-return]
 
+    @property
+    def archive_table(self) -> Table:
+        """The archive ``Table`` (items an ``archive=`` store removed)."""
+        return self.AgentArchivedItem.__table__  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def keys(self) -> Table:
+        """The idempotency keys ``Table`` (``<messages_table>_keys``)."""
+        return self.AgentKey.__table__  # type: ignore[attr-defined,no-any-return]
+
     def __repr__(self) -> str:
         url = self._bindings.first.engine.url.render_as_string(hide_password=True)
         return (
@@ -283,7 +322,7 @@ class SessionStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def create_tables(self) -> None:
-        """Create this store's two tables and index if missing.
+        """Create this store's tables (sessions, messages, archive, idempotency keys) if missing.
 
         Idempotent, and safe when many tasks or processes call it at once. Meant for tests and
         quick starts; production schemas are managed with the shipped Alembic migrations.
@@ -294,7 +333,7 @@ class SessionStore:
         async with self._tables_locks.get():
             if self._tables_ready:
                 return
-            tables = [self.sessions, self.messages]
+            tables = [self.sessions, self.messages, self.archive_table, self.keys]
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     async with transport.core.begin() as conn:
@@ -366,12 +405,10 @@ class SessionStore:
         if user_id is not None:
             check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
         seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
-        return Scope(user_id, seconds)
+        return Scope(user_id, seconds, archive=self._archive is not None)
 
     def _scope_of(self, scope: Scope | None) -> Scope:
-        if scope is not None:
-            return scope
-        return PLAIN if self.ttl is None else Scope(ttl=self.ttl)
+        return self._default_scope if scope is None else scope
 
     async def _check_packet(self, run: Runner, encoded: list[str], session_id: str) -> None:
         if self._max_packet is None:
@@ -443,28 +480,36 @@ class SessionStore:
         *,
         ensure_ascii: bool = False,
         scope: Scope | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Append ``items`` to ``session_id`` atomically, creating the session if needed.
 
         ``ensure_ascii``: store ASCII-only JSON (JSON unicode escapes), as the SDK's
         ``SQLAlchemySession`` does by default; else UTF-8 text.
+
+        ``idempotency_key``: names this batch (1 to 255 characters). A batch whose key is
+        already stored for the session is not stored again, and the call succeeds; keys are
+        kept until :meth:`purge_keys` removes them or the session is deleted. Without one,
+        the call gets a key of its own (unless the store has ``idempotency_keys=False``), so
+        a connection lost at the commit point is settled by sending the batch again.
         """
         if self._closed:
             raise _closed_error()
         check_session_id(session_id)
+        key = self._key_of(idempotency_key)
         encoded = encode_items(items, ensure_ascii=ensure_ascii)
         if not encoded:
             return
         scope = self._scope_of(scope)
         if not scope.plain:
-            await self._scoped.add_items(session_id, encoded, scope)
+            await self._scoped.add_items(session_id, encoded, scope, key)
             return
         st = self._statements
-        append = st.append
+        append = st.append if key is None else st.append_keyed
         if append is not None:
-            one = {"sid": session_id, "texts": encoded}
-            await self._transport.write(
-                lambda run: run.run(append, one), WriteShape.ONE_STATEMENT
+            one = {"sid": session_id, "texts": encoded, "key": key}
+            await self._write_batch(
+                lambda run: run.run(append, one), WriteShape.ONE_STATEMENT, session_id, key
             )
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
@@ -483,9 +528,49 @@ class SessionStore:
                 # Expired: this write starts the session afresh (see _expiry).
                 await run.run(st.delete_messages, one)
                 await run.run(st.reset, one)
+            if key is not None:
+                await run.run(st.insert_key, {"sid": session_id, "key": key})
             await run.run(st.insert, params)
 
-        await self._transport.write(add, WriteShape.SEVERAL_STATEMENTS)
+        await self._write_batch(add, WriteShape.SEVERAL_STATEMENTS, session_id, key)
+
+    def _key_of(self, given: str | None) -> str | None:
+        if given is not None:
+            return _idempotency.check_key(given)
+        return _idempotency.new_key() if self.idempotency_keys else None
+
+    async def _write_batch(
+        self, add: Callable[[Runner], Any], shape: WriteShape, session_id: str, key: str | None
+    ) -> None:
+        """Write a batch; with a key, until it is known stored once (see ``_idempotency``)."""
+        if key is None:
+            await self._transport.write(add, shape)
+            return
+        st, found = self._statements, {"sid": session_id, "key": key}
+
+        async def write() -> None:
+            await self._transport.write(add, shape)
+
+        async def stored() -> bool:
+            return bool(await self._transport.read(lambda run: run.rows(st.key_stored, found)))
+
+        await _idempotency.write_once(write, stored, key, session_id)
+
+    async def purge_keys(
+        self, *, older_than: datetime | timedelta, batch_size: int = 1000
+    ) -> int:
+        """Delete the idempotency keys written before ``older_than``; return how many.
+
+        A batch whose key is purged is no longer recognised: the same key stores it again.
+        Keep keys for longer than any caller retries (a day is plenty); the store's own
+        retries after a lost commit take seconds. Deletes ``batch_size`` keys per
+        transaction, so it never holds locks for long.
+        """
+        from agent_session_store._key_purge import purge_keys
+
+        return await purge_keys(
+            self._transport, self.keys, older_than=older_than, batch_size=batch_size
+        )
 
     async def pop_item(self, session_id: str, *, scope: Scope | None = None) -> Any | None:
         """Remove and return the newest item of ``session_id``, or None when it has none."""
@@ -493,7 +578,7 @@ class SessionStore:
             raise _closed_error()
         check_session_id(session_id)
         scope = self._scope_of(scope)
-        if not scope.plain:
+        if not scope.removes_plainly:
             return await self._scoped.pop_item(session_id, scope)
         shape = (
             WriteShape.ONE_STATEMENT
@@ -533,7 +618,7 @@ class SessionStore:
             raise _closed_error()
         check_session_id(session_id)
         scope = self._scope_of(scope)
-        if not scope.plain:
+        if not scope.removes_plainly:
             await self._scoped.clear_session(session_id, scope)
             return
         st, params = self._statements, {"sid": session_id}
@@ -543,6 +628,96 @@ class SessionStore:
             await run.run(st.delete_session, params)
 
         await self._transport.write(clear, WriteShape.SEVERAL_STATEMENTS)
+
+    # -- history operations (_history, _archive) --------------------------------------------
+
+    async def rewind(
+        self,
+        session_id: str,
+        keep: int,
+        *,
+        return_items: bool = True,
+        scope: Scope | None = None,
+    ) -> list[Any] | int:
+        """Keep the first ``keep`` items of ``session_id``; remove the rest in one transaction.
+
+        Returns the removed items in order, or their number with ``return_items=False``.
+        """
+        if self._closed:
+            raise _closed_error()
+        check_session_id(session_id)
+        check_count(keep, "keep")
+        scope = self._scope_of(scope)
+        return await self._history.rewind(session_id, keep, bool(return_items), scope)
+
+    async def replace_items(
+        self,
+        session_id: str,
+        items: list[Any],
+        *,
+        ensure_ascii: bool = False,
+        scope: Scope | None = None,
+    ) -> None:
+        """Swap the whole history of ``session_id`` for ``items``, in one transaction."""
+        if self._closed:
+            raise _closed_error()
+        check_session_id(session_id)
+        encoded = encode_items(items, ensure_ascii=ensure_ascii)
+        await self._history.replace(session_id, encoded, self._scope_of(scope))
+
+    async def fork(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        upto: int | None = None,
+        user_id: str | None = None,
+        title: str | None = None,
+    ) -> SQLAlchemySession:
+        """Copy ``source_id``'s history, or its first ``upto`` items, to a new session.
+
+        One transaction, copied in the database (``INSERT … SELECT``, order kept). The new
+        session records ``forked_from`` (the source and the id of the last item copied);
+        it takes the source's owner, title and metadata unless ``user_id``/``title`` say
+        otherwise. With ``user_id``, the source must be that user's (else
+        ``SessionOwnershipError``) and the fork is owned by them.
+
+        Returns:
+            The new session's handle (bound to ``user_id``).
+
+        Raises:
+            SessionNotFoundError: ``source_id`` does not exist.
+            SessionExistsError: ``new_id`` exists already; nothing was written.
+        """
+        if self._closed:
+            raise _closed_error()
+        await self._history.fork(source_id, new_id, upto=upto, user_id=user_id, title=title)
+        return self.session(new_id, user_id=user_id)
+
+    async def restore(self, session_id: str, *, user_id: str | None = None) -> int:
+        """Undo the newest archiving operation on ``session_id`` (clear, replace, rewind, pop).
+
+        The session becomes exactly what it was just before that operation; items written
+        since move to the archive. Works whether or not this store archives (the archive
+        table is there either way). Returns how many items came back (0: nothing archived).
+
+        Raises:
+            SessionOwnershipError: ``user_id`` is given and the session is another user's.
+        """
+        if self._closed:
+            raise _closed_error()
+        if user_id is not None:
+            check_session_id(user_id)
+        return await self._archiver.restore(session_id, user_id)
+
+    async def purge_archive(self, *, older_than: datetime | timedelta | None = None) -> int:
+        """Delete archived items archived before ``older_than`` (default: the retention).
+
+        Returns how many were deleted.
+        """
+        if self._closed:
+            raise _closed_error()
+        return await self._archiver.purge(older_than)
 
     @staticmethod
     def _warn_corrupt(session_id: str) -> Callable[[str], None]:
@@ -566,14 +741,28 @@ class SessionStore:
         return await self.records.info(session_id, user_id)
 
     async def purge_expired(self, *, batch_size: int = 500, dry_run: bool = False) -> Removed:
-        """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`."""
-        return await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+        """Delete expired sessions and their items; see :meth:`SessionRecords.purge_expired`.
+
+        Their archived items go too, and, on a store with a retention, every archived item
+        older than it.
+        """
+        removed = await self.records.purge_expired(batch_size=batch_size, dry_run=dry_run)
+        retention = self._archiver.retention
+        if not dry_run and retention is not None and retention != timedelta.max:
+            await self._archiver.purge()
+        return removed
 
     async def erase_user(
         self, user_id: str, *, batch_size: int = 500, dry_run: bool = False
     ) -> Removed:
-        """Delete every session and item of ``user_id``; see :meth:`SessionRecords.erase_user`."""
-        return await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
+        """Delete every session and item of ``user_id``, archived items included.
+
+        See :meth:`SessionRecords.erase_user`.
+        """
+        removed = await self.records.erase_user(user_id, batch_size=batch_size, dry_run=dry_run)
+        if not dry_run:
+            await self._archiver.purge_user(user_id)
+        return removed
 
     async def count_items(self, session_id: str) -> int:
         """How many items ``session_id`` holds (0 for an unknown session)."""

@@ -89,7 +89,21 @@ async def test_a_connection_killed_before_commit_is_retried_and_applies_the_call
         assert result == {"n": 2}
 
 
-@pytest.mark.parametrize("op", ["add", "pop", "clear"])
+async def test_a_connection_killed_during_commit_of_add_items_is_settled_by_its_key_and_stores_once(
+    killable: tuple[SessionStore, ConnectionKiller],
+) -> None:
+    store, killer = killable
+    await store.session("victim").add_items([{"n": 1}, {"n": 2}])
+    killer.kill_inside("commit")  # pg_terminate_backend / KILL just before COMMIT is sent
+
+    await _call(store, "add")  # sent again with the same idempotency key: no error
+
+    killer.disarm()
+    assert killer.kills == 1
+    assert await store.session("victim").get_items() == EXPECTED["add"]
+
+
+@pytest.mark.parametrize("op", ["pop", "clear"])
 async def test_a_connection_killed_during_commit_raises_a_clear_error_and_is_not_retried(
     killable: tuple[SessionStore, ConnectionKiller], op: str
 ) -> None:
@@ -179,6 +193,8 @@ async def test_random_kills_under_concurrent_writers_lose_duplicate_and_split_no
         note=", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())),
     )
     assert killer.kills >= MIN_KILLS
+    # A kill at the commit point is settled by the batch's idempotency key, never "unknown".
+    assert counts["unknown"] == 0, counts
     # The store recovers without a restart.
     await store.session("kill-0").add_items([{"after": True}])
     assert (await store.session("kill-0").get_items())[-1] == {"after": True}
