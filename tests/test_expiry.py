@@ -144,3 +144,38 @@ async def test_concurrent_writers_to_an_expired_session_restart_it_once_losing_n
             assert info.metadata == {f"w{w}": rnd for w in range(writers)}
             assert info.item_count == writers * batches * 2
             await session.clear_session()
+
+
+@pytest.mark.parametrize("kind", ["plain", "owned", "ttl", "archive"])
+async def test_keyed_adds_and_replace_on_an_expired_session_start_it_afresh(
+    db_url: str, kind: str
+) -> None:
+    # The merge of expiry with idempotency keys and history: a keyed append restarts an
+    # expired session and records its key (a repeat stores nothing); replace_items too.
+    async with SessionStore(db_url, archive=kind == "archive") as store:
+        await store.create_tables()
+        kwargs: dict[str, Any] = {"user_id": "u-1"} if kind == "owned" else {}
+        if kind == "ttl":
+            kwargs["ttl"] = HOUR
+        session = store.session("chat", **kwargs)
+        await session.add_items([{"n": 1}, {"n": 2}], idempotency_key="k-1")
+        await session.update(title="old", metadata={"k": 1})
+        await expire(store, "chat")
+
+        await session.add_items([{"n": 3}], idempotency_key="k-2")
+        await session.add_items([{"n": 3}], idempotency_key="k-2")  # a retry: stored once
+        assert await session.get_items() == [{"n": 3}]
+        info = await session.info()
+        assert info is not None and info.title is None and info.metadata == {}
+        assert info.item_count == 1
+
+        await session.update(title="second life")
+        await expire(store, "chat")
+        await session.replace_items([{"n": 4}, {"n": 5}])
+        assert await session.get_items() == [{"n": 4}, {"n": 5}]
+        info = await session.info()
+        assert info is not None and info.title is None and info.item_count == 2
+        if kind == "ttl":
+            assert info.expires_at is not None and info.expires_at > datetime.now(timezone.utc)
+        else:
+            assert info.expires_at is None
