@@ -1,12 +1,14 @@
 """What an owner check costs on the hot path: a scoped turn against an unscoped one.
 
-    python -m benchmarks.ownership --db sqlite,postgresql,mariadb [--smoke]
+    python -m benchmarks.ownership --db sqlite,postgresql,mariadb [--smoke] [--trips]
 
 A turn is what an agent run does with its session: read the latest 20 items, then append a
 user message and an answer (2.5 KB of JSON, as in benchmarks.items). Each round plays the
 same turns over 20 sessions through handles without ``user_id`` and through handles with one
 (in alternating order), and the figure is the median over rounds of turns per second.
-Goal (issue 11): scoped within 10% of unscoped (ratio >= 0.90).
+Goal (issue 11): scoped within 10% of unscoped (ratio >= 0.90). ``--trips`` first counts the
+requests each operation makes of its driver (as ``benchmarks.trips``) through a plain handle,
+an owner's handle and a handle with a ttl; the load average is printed with each figure.
 """
 
 from __future__ import annotations
@@ -48,6 +50,40 @@ async def play(store: SessionStore, scoped: bool, turns: int, rnd: int) -> float
     return turns * SESSIONS / (time.perf_counter() - start)
 
 
+TRIP_OPS = {
+    "get_items(limit=20)": lambda h: h.get_items(limit=20),
+    "add_items(2 items)": lambda h: h.add_items(turn()[:2]),
+    "pop_item()": lambda h: h.pop_item(),
+}
+
+
+async def trips(db: str, url: str) -> None:
+    """Driver requests per operation: plain, owner, ttl handles (the same statements' work)."""
+    from benchmarks.trips import counting
+
+    async with SessionStore(url, **NAMES) as store:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
+        await store.create_tables()
+        kinds = {"plain": {}, "user_id": {"user_id": "u-1"}, "ttl": {"ttl": 3600}}
+        print(f"| {db} | " + " | ".join(kinds) + " |")
+        counts: dict[str, list[float]] = {label: [] for label in TRIP_OPS}
+        for kind, kwargs in kinds.items():
+            handle = store.session(f"trips-{kind}", **kwargs)
+            for _ in range(10):
+                await handle.add_items(turn())
+            for label, op in TRIP_OPS.items():
+                await op(handle)  # warm
+                with counting(db) as count:
+                    for _ in range(10):
+                        await op(handle)
+                counts[label].append(count[0] / 10)
+        for label, row in counts.items():
+            print(f"| {label} | " + " | ".join(f"{n:g}" for n in row) + " |", flush=True)
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
+
+
 async def bench(db: str, url: str, rounds: int, turns: int) -> float:
     async with SessionStore(url, **NAMES) as store:
         async with store.engine.begin() as conn:
@@ -65,7 +101,7 @@ async def bench(db: str, url: str, rounds: int, turns: int) -> float:
     ratio = scoped_rate / plain
     print(
         f"{db:10} plain {plain:8.0f} turns/s  scoped {scoped_rate:8.0f} turns/s  "
-        f"scoped/plain {ratio:4.2f}",
+        f"scoped/plain {ratio:4.2f}  (load {os.getloadavg()[0]:.1f})",
         flush=True,
     )
     return ratio
@@ -75,6 +111,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
     parser.add_argument("--smoke", action="store_true", help="a few short rounds")
+    parser.add_argument("--trips", action="store_true", help="count driver requests first")
     args = parser.parse_args(argv)
     rounds, turns = (3, 3) if args.smoke else (9, 10)
     misses = []
@@ -85,6 +122,8 @@ async def main(argv: list[str] | None = None) -> int:
             if not url:
                 print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
                 return 2
+            if args.trips:
+                await trips(db, url)
             if await bench(db, url, rounds, turns) < TARGET:
                 misses.append(db)
     if misses and not args.smoke:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import func, inspect, select
@@ -36,10 +37,17 @@ async def test_upgrade_from_0001_keeps_10000_items_and_downgrade_gives_them_back
 ) -> None:
     await upgrade(shared_db_url, FIRST, **NAMES)
     engine = create_async_engine(shared_db_url, poolclass=NullPool)
-    # Revision 0001 has no keys table: write as a store without generated keys does.
-    store = SessionStore(engine, idempotency_keys=False, **NAMES)
-    for n in range(10):
-        await store.session(f"s{n}").add_items([{"n": n, "i": i} for i in range(1_000)])
+    store = SessionStore(engine, **NAMES)
+    # Written as 0001 knew them (this package's operations need 0002's expires_at).
+    s, m = store.sessions, store.messages
+    async with engine.begin() as conn:
+        await conn.execute(s.insert(), [{"session_id": f"s{n}"} for n in range(10)])
+        rows = [
+            {"session_id": f"s{n}", "message_data": json.dumps({"n": n, "i": i})}
+            for n in range(10)
+            for i in range(1_000)
+        ]
+        await conn.execute(m.insert(), rows)
     before = await snapshot(engine, store)
     assert len(before) == 10_000
     assert RECORD_COLUMNS.isdisjoint(await session_columns(engine, "chat_sessions"))
@@ -49,7 +57,6 @@ async def test_upgrade_from_0001_keeps_10000_items_and_downgrade_gives_them_back
     assert await current(engine, **NAMES) == head_revision()
     await check(engine, **NAMES)  # the models' schema exactly, indexes included
     assert await snapshot(engine, store) == before
-    s = store.sessions
     async with engine.connect() as conn:
         found = (
             await conn.execute(

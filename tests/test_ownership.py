@@ -100,17 +100,18 @@ async def test_scoped_statements_run_on_the_driver_path_on_every_dialect(
 ) -> None:
     dialect = store.engine.dialect
     for owned in (False, True):
-        for expiry in (False, True):
+        for ttl in (False, True):
             built = ScopedStatements(
                 store.sessions, store.messages, dialect,
                 lambda core, **kw: prepare(core, dialect, **kw),
-                owned=owned, expiry=expiry, ttl=expiry,
+                owned=owned, ttl=ttl,
             )  # fmt: skip
-            statements = [built.tail, built.all, built.state, built.state_locked, built.touch]
+            statements = [built.tail, built.all, built.state, built.state_locked, built.slide]
             statements += [built.delete_messages, built.delete_session, built.reset, built.pop]
             statements += [built.append] if built.append is not None else []
-            statements += [built.touch_owned] if built.touch_owned is not None else []
+            statements += [built.touch] if built.touch is not None else []
             assert all(st.sql is not None for st in statements)
+    assert store._statements.all_runnable_on_driver()  # the plain ones, expiry in them too
 
 
 async def test_sliding_ttl_moves_expiry_at_each_write_and_expired_reads_as_empty(
@@ -158,8 +159,8 @@ async def test_per_handle_ttl_overrides_the_store_and_none_turns_it_off(db_url: 
         assert (await plain.purge_expired()).sessions == 0  # not expired yet
 
 
-async def test_a_scope_without_owner_or_expiry_uses_the_plain_statements() -> None:
-    assert Scope().plain and not Scope(user_id="u").plain and not Scope(expiry=True).plain
+async def test_a_scope_without_owner_or_ttl_uses_the_plain_statements() -> None:
+    assert Scope().plain and not Scope(user_id="u").plain and not Scope(ttl=60).plain
 
 
 async def expire(store: SessionStore, session_id: str) -> None:

@@ -54,6 +54,10 @@ class Driver:
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
+    async def insert_id(self, conn: Any, sql: str, args: tuple[Any, ...]) -> int:
+        """Run one statement; the id the server reported with it (MySQL's LAST_INSERT_ID)."""
+        raise NotImplementedError
+
     def pages(
         self, conn: Any, sql: str, args: tuple[Any, ...], size: int
     ) -> AsyncIterator[Sequence[Sequence[Any]]]:
@@ -185,6 +189,11 @@ class _Aiomysql(Driver):
         async with conn.cursor() as cursor:
             await cursor.execute(sql, args)
 
+    async def insert_id(self, conn: Any, sql: str, args: tuple[Any, ...]) -> int:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, args)
+            return int(cursor.lastrowid or 0)
+
     async def run_many(self, conn: Any, sql: str, args: list[tuple[Any, ...]]) -> None:
         # aiomysql sends an executemany of INSERT ... VALUES as one multi-row INSERT.
         async with conn.cursor() as cursor:
@@ -280,6 +289,16 @@ class DriverRunner:
         try:
             async for page in self._driver.pages(self.conn, stmt.sql, args, size):
                 yield page
+        except Exception as exc:
+            raise self._wrap(exc, stmt.sql, args) from exc
+
+    async def insert_id(self, stmt: Statement, params: Mapping[str, Any]) -> int:
+        """Run ``stmt`` and return the id the server reported with it (MySQL/MariaDB)."""
+        assert stmt.sql is not None
+        args = stmt.args(params)
+        self._before(stmt)
+        try:
+            return await self._driver.insert_id(self.conn, stmt.sql, args)
         except Exception as exc:
             raise self._wrap(exc, stmt.sql, args) from exc
 

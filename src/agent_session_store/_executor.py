@@ -56,6 +56,10 @@ class Runner(Protocol):
         """Run ``stmt`` and yield its rows ``size`` at a time (a server-side cursor)."""
         ...
 
+    async def insert_id(self, stmt: Statement, params: Mapping[str, Any]) -> int:
+        """Run ``stmt`` and return the id the server reported with it (MySQL/MariaDB)."""
+        ...
+
 
 Operation = Callable[[Runner], Awaitable[T]]
 
@@ -148,6 +152,10 @@ class CoreRunner:
     ) -> None:
         """Run ``stmt`` once, or once per parameter set."""
         await self.conn.execute(stmt.core, params)
+
+    async def insert_id(self, stmt: Statement, params: Mapping[str, Any]) -> int:
+        """Run ``stmt`` and return the id the server reported with it (MySQL/MariaDB)."""
+        return int((await self.conn.execute(stmt.core, params)).lastrowid or 0)
 
     async def pages(
         self, stmt: Statement, params: Mapping[str, Any], size: int

@@ -134,11 +134,14 @@ class History:
                     store._max_packet = int(packet.scalar_one())
                 _dialect.check_packet_size(encoded, session_id, store._max_packet)
             found: Any = ()
-            if archive is not None or not scope.plain:  # the owner (to check, or to archive)
+            reads = archive is not None or not scope.plain
+            if reads:  # the owner (to check, or to archive)
                 found = (await conn.execute(st.state_locked.core, params)).all()
                 if check_state(session_id, scope, found):
                     await conn.execute(st.reset.core, params)  # expired: it starts afresh
-            await conn.execute(st.touch.core, params)  # creates the row, or holds its lock
+            await conn.execute(st.upsert.core, params)  # creates the row, or holds its lock
+            if not reads:  # an expired row (locked by the upsert) starts afresh here
+                await conn.execute(st.reset_expired.core, params)
             if archive is not None and found:
                 span = {"sid": session_id, "after": 0, "last": None}
                 await archive.move_all(conn, span, session_id, found[0][0], "replace")

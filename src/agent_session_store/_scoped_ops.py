@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
+from agent_session_store._expiry import RowState, touched
 from agent_session_store._family import is_mysql
 from agent_session_store._json import decode_rows
 from agent_session_store._scoped import Scope, ScopedStatements, check_state
@@ -25,18 +26,18 @@ class ScopedOperations:
 
     def __init__(self, store: Any, dialect: Dialect, prepare: Any) -> None:
         self._store, self._dialect, self._prepare = store, dialect, prepare
-        self._built: dict[tuple[bool, bool, bool], ScopedStatements] = {}
+        self._built: dict[tuple[bool, bool], ScopedStatements] = {}
         self._mysql = is_mysql(dialect)
 
     def statements(self, scope: Scope) -> ScopedStatements:
         """The statements for this scope's shape."""
-        key = (scope.user_id is not None, scope.expiry, scope.ttl is not None)
+        key = (scope.user_id is not None, scope.ttl is not None)
         built = self._built.get(key)
         if built is None:
             store = self._store
             built = self._built[key] = ScopedStatements(
                 store.sessions, store.messages, self._dialect, self._prepare,
-                owned=key[0], expiry=key[1], ttl=key[2], keys=store.keys,
+                owned=key[0], ttl=key[1], keys=store.keys,
             )  # fmt: skip
         return built
 
@@ -86,23 +87,21 @@ class ScopedOperations:
             await store._write_batch(append, WriteShape.ONE_STATEMENT, session_id, key)
             return
         rows = [{"sid": session_id, "text": text} for text in encoded]
+        touch = st.touch
+        assert touch is not None
         insert_key = store._statements.insert_key
 
         async def add(link: Any) -> None:
             if self._mysql:
                 await store._check_packet(link, encoded, session_id)
-            if st.touch_owned is not None:
-                if not await link.rows(st.touch_owned, params):
-                    state = await link.rows(st.state, params)
-                    refuse_other_owner(session_id, scope.user_id, state[0][0] if state else None)
-                if key is not None:
-                    await link.run(insert_key, params)
-                await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
-                return
-            if check_state(session_id, scope, await link.rows(st.state_locked, params)):
-                await link.run(store._statements.delete_messages, params)
-                await link.run(st.reset, params)
-            await link.run(st.touch, params)
+            state = await touched(link, touch, params, mysql=self._mysql)
+            if state is not RowState.LIVE:
+                # Not written (rare): another owner's row, or an expired one. The upsert
+                # holds the row (MySQL) or SQLite the whole file: this read is what it saw.
+                expired = check_state(session_id, scope, await link.rows(st.state, params))
+                if expired or state is RowState.EXPIRED:
+                    await link.run(st.delete_messages, params)
+                    await link.run(st.reset, params)
             if key is not None:
                 await link.run(insert_key, params)
             await link.run(store._statements.insert, rows[0] if len(rows) == 1 else rows)
@@ -116,6 +115,8 @@ class ScopedOperations:
         st, store = self.statements(scope), self._store
         params = self._params(session_id, scope)
 
+        slide = scope.ttl is not None and not st.pop_slides
+
         async def pop(link: Any) -> Any:
             if self._mysql or not store._statements.pop_returns:
                 if check_state(session_id, scope, await link.rows(st.state_locked, params)):
@@ -124,15 +125,19 @@ class ScopedOperations:
                 if not found:
                     return None
                 await link.run(store._statements.delete_by_id, {"row_id": found[0][0]})
+                if slide:
+                    await link.run(st.slide, params)
                 return found[0][1]
             deleted = await link.rows(st.pop, params)
             if deleted:
+                if slide:
+                    await link.run(st.slide, params)
                 return deleted[0][0]
             check_state(session_id, scope, await link.rows(st.state, params))
             # Nothing deleted: empty, or a concurrent popper took the row this one chose.
             return _RETRY if await link.rows(st.tail, {**params, "lim": 1}) else None
 
-        one = not self._mysql and store._statements.pop_returns
+        one = not self._mysql and store._statements.pop_returns and not slide
         shape = WriteShape.ONE_STATEMENT if one else WriteShape.SEVERAL_STATEMENTS
         while True:
             text = await store._write(session_id, pop, shape)

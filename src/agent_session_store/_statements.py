@@ -18,7 +18,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from agent_session_store import _dialect, _internals
+from agent_session_store import _dialect, _expiry, _internals
+from agent_session_store._family import is_postgresql
 
 #: Rows per fetch when a full read streams.
 PAGE = 1_000
@@ -103,27 +104,42 @@ class Statements:
 
         sid = bindparam("sid", type_=s.c.session_id.type)
         lim = bindparam("lim", type_=Integer)
-        newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid)
+        # Every read says "not expired" in its own WHERE: an expired session reads as empty
+        # through any handle, in the same statement (a primary-key probe of its row).
+        live = _expiry.not_expired(s, sid)
+        newest_first = select(m.c.id, m.c.message_data).where(m.c.session_id == sid, live)
         newest_first = newest_first.order_by(m.c.id.desc())
-        select_all = select(m.c.message_data).where(m.c.session_id == sid).order_by(m.c.id)
+        select_all = (
+            select(m.c.message_data).where(m.c.session_id == sid, live).order_by(m.c.id)
+        )
         self.select_head = prep(select_all.limit(lim))
         self.stream_all = prep(select_all.execution_options(yield_per=PAGE))
         # The newest items' text only (an id column costs ~3 us a row to decode on aiomysql);
         # with ids when a read has to page back past undecodable rows.
-        newest_text = select(m.c.message_data).where(m.c.session_id == sid)
+        newest_text = select(m.c.message_data).where(m.c.session_id == sid, live)
         self.select_tail = prep(newest_text.order_by(m.c.id.desc()).limit(lim))
         self.select_tail_ids = prep(newest_first.limit(lim))
         self.select_tail_before = prep(
             newest_first.where(m.c.id < bindparam("before", type_=Integer)).limit(lim)
         )
-        touch = _dialect.touch_session(dialect, s).values(session_id=sid)
-        self.touch = prep(touch, modifies=True)
-        append = _dialect.append_items(dialect, s, m)
+        uid = bindparam("uid", type_=s.c.session_id.type)
+        #: SQLite, MySQL/MariaDB: the session-row upsert, which tells an expired row (see
+        #: ``_expiry``); PostgreSQL: None, the append does it all.
+        self.touch: Statement | None = None
         #: PostgreSQL: the upsert and the insert in one statement; elsewhere None.
-        self.append: Statement | None = None if append is None else prep(append, modifies=True)
-        appended_keyed = _dialect.append_items(dialect, s, m, k)
+        self.append: Statement | None = None
         #: PostgreSQL: ``append`` that also records the batch's idempotency key ``key``.
-        self.append_keyed = None if appended_keyed is None else prep(appended_keyed, modifies=True)
+        self.append_keyed: Statement | None = None
+        if is_postgresql(dialect):
+            append = _expiry.append_postgresql(s, m, sid, uid, owned=False, ttl=False)
+            self.append = prep(append, modifies=True)
+            keyed = _expiry.append_postgresql(s, m, sid, uid, owned=False, ttl=False, keys=k)
+            self.append_keyed = prep(keyed, modifies=True)
+        else:
+            touch = _expiry.touch(dialect, s, sid, uid, owned=False, ttl=False)
+            self.touch = prep(touch, modifies=True)
+        #: What a write to an expired session sends first: the old life's row reset.
+        self.reset = prep(_expiry.reset(s, sid, ttl=False), modifies=True)
         key = bindparam("key", type_=k.c.idempotency_key.type)
         #: Elsewhere the key is one more INSERT in the write's transaction.
         self.insert_key = prep(insert(k).values(session_id=sid, idempotency_key=key), modifies=True)
@@ -135,12 +151,14 @@ class Statements:
             insert(m).values(session_id=sid, message_data=text_param), modifies=True
         )
         self.max_packet = prep(_dialect.MAX_PACKET)
-        self.exists = prep(select(m.c.id).where(m.c.session_id == sid).limit(_ONE))
+        self.exists = prep(select(m.c.id).where(m.c.session_id == sid, live).limit(_ONE))
         self.delete_messages = prep(delete(m).where(m.c.session_id == sid), modifies=True)
         self.delete_session = prep(delete(s).where(s.c.session_id == sid), modifies=True)
         #: MySQL/MariaDB refuse a DELETE whose subquery reads the same table: lock, then delete.
         self.pop_returns = not _dialect.is_mysql(dialect)
-        newest_id = select(m.c.id).where(m.c.session_id == sid).order_by(m.c.id.desc()).limit(_ONE)
+        newest_id = (
+            select(m.c.id).where(m.c.session_id == sid, live).order_by(m.c.id.desc()).limit(_ONE)
+        )
         self.pop = prep(
             delete(m).where(m.c.id == newest_id.scalar_subquery()).returning(m.c.message_data),
             modifies=True,
@@ -160,7 +178,8 @@ class Statements:
         if self.append is not None and self.append_keyed is not None:
             hot += [self.append, self.append_keyed]
         else:
-            hot += [self.touch, self.insert, self.insert_key]
+            hot += [self.insert, self.insert_key]
+        hot += [self.touch] if self.touch is not None else []
         hot += [self.pop] if self.pop_returns else [self.select_newest_locked, self.delete_by_id]
         if self.checks_packets:
             hot.append(self.max_packet)

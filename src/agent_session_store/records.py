@@ -12,15 +12,19 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
+    Integer,
     Select,
     String,
     Table,
     and_,
+    bindparam,
+    case,
     delete,
     func,
     or_,
@@ -103,6 +107,10 @@ class Removed:
     usage_rows: int = 0
 
 
+Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+Write = Callable[[Callable[[AsyncConnection], Awaitable[T]]], Awaitable[T]]
+
+
 class SessionRecords:
     """Records of one store's sessions (``store.records``).
 
@@ -112,6 +120,11 @@ class SessionRecords:
         messages: The messages table.
         usage: The usage ledger's table, which :meth:`erase_user` empties of the user's rows.
         wrote: Called after each write ends (the store's replica reads wait for it).
+        archive: The archive table: removing a session removes its archived items too.
+        connect: Where reads get their connection; the store passes its gate (closed store,
+            schema check, the ``:memory:`` connection taken in turn). Default: the engine's.
+        write: Runs a write in one transaction with the store's retries and SQLite writer
+            lock. Default: ``engine.begin()``, retried after server-side rollbacks.
     """
 
     def __init__(
@@ -122,12 +135,17 @@ class SessionRecords:
         archive: Table | None = None,
         usage: Table | None = None,
         wrote: Callable[[], None] | None = None,
+        *,
+        connect: Connect | None = None,
+        write: Any = None,
     ) -> None:
         self._engine, self._s, self._m, self._usage = engine, sessions, messages, usage
         #: The archive table: removing a session removes its archived items too.
         self._a = archive
         self._wrote = wrote
         self._dialect = engine.dialect
+        self._connect: Connect = connect or engine.connect
+        self._write_with: Any = write
 
     # -- one session ----------------------------------------------------------------------
 
@@ -140,7 +158,7 @@ class SessionRecords:
         check_session_id(session_id)
         s = self._s
         stmt = self._records_query(with_now=True).where(s.c.session_id == session_id)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             return None
@@ -158,13 +176,17 @@ class SessionRecords:
         title: str | None = UNSET,
         metadata: dict[str, Any] | None = None,
         expires_at: datetime | None = UNSET,
+        ttl: int | None = None,
     ) -> None:
         """Set the title, patch the metadata, or set the expiry of ``session_id``.
 
         The session is created if it has no row yet (owned by ``user_id``). ``metadata`` is a
         patch applied in the database: each key given replaces that key's value, a key given
         ``None`` is removed, other keys stay, so concurrent patches of different keys all
-        land. ``title=None`` or ``expires_at=None`` clears the field.
+        land. ``title=None`` or ``expires_at=None`` clears the field. An update is a write:
+        with ``ttl`` (seconds; a handle's sliding time to live) and no ``expires_at`` it moves
+        the expiry to now + ttl, and on an expired session it starts the session afresh
+        first (old items, title and metadata deleted), as ``add_items`` does.
 
         Raises:
             SessionOwnershipError: ``user_id`` is given and does not own the session; nothing
@@ -184,18 +206,25 @@ class SessionRecords:
             ):
                 raise ArgumentTypeError("expires_at must be a timezone-aware datetime or None")
             values["expires_at"] = expires_at
-        s = self._s
-        owned = s.c.session_id == session_id
-        if user_id is not None:
-            owned = and_(owned, s.c.user_id == user_id)
+        elif ttl is not None:
+            values["expires_at"] = _record_sql.expires_after(bindparam("ttl", ttl, Integer))
+        s, m = self._s, self._m
+        mine = s.c.session_id == session_id
+        expired = case((s.c.expires_at <= utcnow(), 1), else_=0)
+        state = select(s.c.user_id, expired).where(mine)
+        if not is_sqlite(self._dialect):  # SQLite: the write transaction holds the file
+            state = state.with_for_update()
+        fresh = {"title": None, "metadata": None, "expires_at": None, "created_at": utcnow()}
 
         async def write(conn: AsyncConnection) -> None:
             await conn.execute(_record_sql.create_session(self._dialect, s, session_id, user_id))
-            done = await conn.execute(update(s).where(owned).values(values))
-            if done.rowcount == 0:
-                # Under the row lock the insert or the update took: this owner is final.
-                found = await conn.execute(select(s.c.user_id).where(s.c.session_id == session_id))
-                refuse_other_owner(session_id, user_id, found.scalar())
+            # Under the row lock the insert or this read took: this owner and state are final.
+            owner, was_expired = (await conn.execute(state)).one()
+            refuse_other_owner(session_id, user_id, owner)
+            if was_expired:
+                await conn.execute(delete(m).where(m.c.session_id == session_id))
+                await conn.execute(update(s).where(mine).values(fresh))
+            await conn.execute(update(s).where(mine).values(values))
 
         await self._write(write)
 
@@ -269,7 +298,7 @@ class SessionRecords:
             stmt = stmt.where(later)
         keys = (when, s.c.session_id)
         stmt = stmt.order_by(*(key.desc() if newest else key.asc() for key in keys))
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(stmt.limit(limit + 1))).all()
         page = [_record(row) for row in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
@@ -361,7 +390,7 @@ class SessionRecords:
         if dry_run:
             joined = s.outerjoin(m, m.c.session_id == s.c.session_id)
             stmt = select(func.count(func.distinct(s.c.session_id)), func.count(m.c.id))
-            async with self._engine.connect() as conn:
+            async with self._connect() as conn:
                 found = (await conn.execute(stmt.select_from(joined).where(condition))).one()
             return Removed(int(found[0]), int(found[1]))
         pick = select(s.c.session_id).where(condition).order_by(s.c.session_id).limit(batch_size)
@@ -393,10 +422,14 @@ class SessionRecords:
 
     async def _write(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         try:
+            if self._write_with is not None:
+                result: T = await self._write_with(operation)
+                return result
             return await write_retrying(self._engine, operation)
         finally:
             if self._wrote is not None:
                 self._wrote()
+
 
 
 async def write_retrying(

@@ -333,7 +333,12 @@ class SQLAlchemySession:
         if self._create_tables:
             await self._ensure_tables()
         await self._store.records.update(
-            self.session_id, self.user_id, title=title, metadata=metadata, expires_at=expires_at
+            self.session_id,
+            self.user_id,
+            title=title,
+            metadata=metadata,
+            expires_at=expires_at,
+            ttl=self._scope.ttl,
         )
 
     async def _ensure_tables(self) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 from agent_session_store import _dialect, _engines, _hosts, _idempotency, _replica
 from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Operation, Runner
+from agent_session_store._expiry import RowState, touched
 from agent_session_store._family import family_of
 from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
@@ -238,9 +239,9 @@ class SessionStore:
             )
         self.ttl: int | None = None if ttl is None else seconds_of(ttl)
         #: The scope of calls without one; with ``archive=``, removals go to the archive.
-        expiry, archives = self.ttl is not None, retention is not None
+        archives = retention is not None
         self._default_scope = (
-            Scope(ttl=self.ttl, expiry=expiry, archive=archives) if expiry or archives else PLAIN
+            Scope(ttl=self.ttl, archive=archives) if self.ttl is not None or archives else PLAIN
         )
         self._archiver = Archive(self, retention)
         self._archive: Archive | None = None if retention is None else self._archiver
@@ -320,11 +321,16 @@ class SessionStore:
 
     @property
     def records(self) -> SessionRecords:
-        """Owner, title, metadata and expiry of the sessions, on the running loop's engine."""
+        """Owner, title, metadata and expiry of the sessions, on the running loop's engine.
+
+        Its calls pass the store's gate, as the four operations do: ``StoreClosedError`` once
+        closed, the schema check of ``check_schema=True``, ``:memory:`` taken in turn.
+        """
         return self._records_on(self._current())
 
     def _records_on(self, binding: _engines.Binding) -> SessionRecords:
         wrote = None if self._replica is None else partial(self._wrote, None)
+        core = binding.transport.core
         return SessionRecords(
             binding.engine,
             self.sessions,
@@ -332,6 +338,8 @@ class SessionStore:
             archive=self.archive_table,
             usage=self.usage_table,
             wrote=wrote,
+            connect=core.connect,
+            write=binding.transport.write_core,
         )
 
     @property
@@ -531,8 +539,7 @@ class SessionStore:
         if user_id is not None:
             check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
         seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
-        expiry = self.ttl is not None or seconds is not None
-        return Scope(user_id, seconds, expiry=expiry, archive=self._archive is not None)
+        return Scope(user_id, seconds, archive=self._archive is not None)
 
     def _scope_of(self, scope: Scope | None) -> Scope:
         return self._default_scope if scope is None else scope
@@ -645,13 +652,19 @@ class SessionStore:
         rows = [{"sid": session_id, "text": text} for text in encoded]
         params: dict[str, Any] | list[dict[str, Any]] = rows[0] if len(rows) == 1 else rows
 
+        touch, one = st.touch, {"sid": session_id}
+        assert touch is not None
+
         async def add(run: Runner) -> None:
             if st.checks_packets:
                 if self._max_packet is None:
                     found = await run.rows(st.max_packet, {})
                     self._max_packet = int(found[0][0])
                 _dialect.check_packet_size(encoded, session_id, self._max_packet)
-            await run.run(st.touch, {"sid": session_id})
+            if await touched(run, touch, one, mysql=st.checks_packets) is not RowState.LIVE:
+                # Expired: this write starts the session afresh (see _expiry).
+                await run.run(st.delete_messages, one)
+                await run.run(st.reset, one)
             if key is not None:
                 await run.run(st.insert_key, {"sid": session_id, "key": key})
             await run.run(st.insert, params)

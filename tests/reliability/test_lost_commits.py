@@ -71,9 +71,9 @@ def _arm_after_commit(
     if store.engine.dialect.name != "postgresql":
         proxy.arm_reply_to(b"COMMIT")  # aiomysql sends COMMIT as a query; its OK is dropped
     elif path == "driver":
-        # One statement, answered only after its commit: an INSERT, or for an owner's
-        # handle the SELECT counting the upserted session row.
-        proxy.arm_reply(b"SELECT 1\x00" if scoped else b"INSERT 0 ")
+        # One statement, answered only after its commit: the SELECT counting the upserted
+        # session row (plain and owner's handles alike: ``_expiry.append_postgresql``).
+        proxy.arm_reply(b"SELECT 1\x00")
     else:
         proxy.arm_reply(b"COMMIT\x00")
 
