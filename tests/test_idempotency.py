@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path as FilePath
 from typing import Any
@@ -21,6 +22,25 @@ from agent_session_store import (
     SessionStore,
 )
 from agent_session_store._probe import Path
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SessionStore]:
+    """A store with generated keys on, on every database (SQLite's default is off)."""
+    async with SessionStore(db_url, idempotency_keys=True) as store:
+        await store.create_tables()
+        yield store
+
+
+async def test_generated_keys_are_on_for_server_databases_and_off_for_sqlite(
+    db_url: str,
+) -> None:
+    async with SessionStore(db_url) as store:
+        await store.create_tables()
+        await store.add_items("s", [{"n": 1}])
+        await store.add_items("s", [{"n": 2}], idempotency_key="given")
+        expected = 1 if db_url.startswith("sqlite") else 2  # a given key is kept everywhere
+        assert (store.idempotency_keys, await _keys(store)) == (expected == 2, expected)
 
 
 def _noop(*args: Any) -> None:
@@ -227,7 +247,7 @@ async def test_a_sqlite_connection_closed_at_commit_add_items_succeeds_and_store
     tmp_path: FilePath, caplog: pytest.LogCaptureFixture, committed: bool
 ) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'lost.db'}")
-    store = SessionStore(engine)
+    store = SessionStore(engine, idempotency_keys=True)
     await store.create_tables()
     await store.add_items("s", [{"n": 0}])
     state = _close_after_commit(engine, commit=committed)

@@ -29,7 +29,7 @@ from agent_session_store import _dialect, _engines, _hosts, _idempotency, _repli
 from agent_session_store._archive import Archive, check_archive
 from agent_session_store._executor import LoopLocks, Operation, Runner
 from agent_session_store._expiry import RowState, touched
-from agent_session_store._family import family_of
+from agent_session_store._family import family_of, is_sqlite
 from agent_session_store._history import History, check_count
 from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
 from agent_session_store._probe import schema_map
@@ -106,7 +106,9 @@ class SessionStore:
             one of its own, so that a connection lost at the commit point is settled by
             sending the batch again (the database refuses a second copy). False writes
             keys only for calls that give one; a lost commit of the others raises
-            ``CommitOutcomeUnknownError``.
+            ``CommitOutcomeUnknownError``. None (the default): on for PostgreSQL and
+            MySQL/MariaDB, where a network can cut a commit off; off for SQLite, which runs
+            in the process and would pay a thread hop per call for it.
         replica: A PostgreSQL streaming replica for ``get_items`` and the reads of
             ``list_sessions``, ``info``, ``count_items`` and ``session_info``: a URL (the
             store makes its engines, as for the primary) or, with a primary engine, an
@@ -142,7 +144,7 @@ class SessionStore:
         check_schema: bool = False,
         ttl: timedelta | float | None = None,
         archive: bool | timedelta = False,
-        idempotency_keys: bool = True,
+        idempotency_keys: bool | None = None,
         replica: AsyncEngine | str | URL | None = None,
         replica_max_wait: float = _replica.MAX_WAIT_S,
         replica_max_tracked: int = _replica.MAX_TRACKED,
@@ -194,7 +196,10 @@ class SessionStore:
         self.AgentMessage: type[AgentMessageColumns] = models.AgentMessage
         self.AgentArchivedItem: type[ArchivedItemColumns] = models.AgentArchivedItem
         self.AgentKey: type[AgentKeyColumns] = models.AgentKey
-        self.idempotency_keys = bool(idempotency_keys)
+        #: Whether calls without an ``idempotency_key`` get one (see ``idempotency_keys``).
+        self.idempotency_keys = (
+            not is_sqlite(engine.dialect) if idempotency_keys is None else bool(idempotency_keys)
+        )
         self.AgentUsage: type[AgentUsageColumns] = models.AgentUsage
         self.sessions_table = sessions_table
         self.messages_table = messages_table
