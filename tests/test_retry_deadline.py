@@ -28,23 +28,27 @@ from tests.conftest import dialect_of
 SESSION = "contended"
 
 
-def _impatient_kwargs(url: str) -> dict[str, Any]:
+def _impatient_kwargs(url: str, lock_wait_s: float | None) -> dict[str, Any]:
     """Engine arguments that make the store's connections stop waiting for a lock soon."""
     kind = dialect_of(url)
     if kind == "postgresql":
-        return {"connect_args": {"server_settings": {"lock_timeout": "100ms"}}}
+        wait_ms = 100 if lock_wait_s is None else round(lock_wait_s * 1000)
+        return {"connect_args": {"server_settings": {"lock_timeout": f"{wait_ms}ms"}}}
     if kind == "mariadb":
-        return {"connect_args": {"init_command": "SET SESSION innodb_lock_wait_timeout = 1"}}
+        wait = 1 if lock_wait_s is None else round(lock_wait_s)  # whole seconds only
+        return {"connect_args": {"init_command": f"SET SESSION innodb_lock_wait_timeout = {wait}"}}
     return {}
 
 
-def _impatient_store(url: str, **options: Any) -> SessionStore:
-    store = SessionStore(url, engine_kwargs=_impatient_kwargs(url), **options)
+def _impatient_store(url: str, lock_wait_s: float | None = None, **options: Any) -> SessionStore:
+    """A store whose lock waits end after ``lock_wait_s`` (default: 50 ms to 1 s by dialect)."""
+    store = SessionStore(url, engine_kwargs=_impatient_kwargs(url, lock_wait_s), **options)
     if dialect_of(url) == "sqlite":
+        busy_ms = 50 if lock_wait_s is None else round(lock_wait_s * 1000)
 
         def short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout = 50")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cursor.close()
 
         # Registered after the store's own listener, so it runs after it and wins.
@@ -105,6 +109,23 @@ async def test_a_write_blocked_for_less_than_the_deadline_succeeds_after_retries
             write = asyncio.ensure_future(store.add_items(SESSION, [{"n": 1}]))
             # The lock stays held past several of the store's lock waits (1 s on MariaDB).
             await asyncio.sleep(2.5)
+            assert not write.done()
+        await write
+        stats = store.retry_stats
+        assert stats.calls_retried == 1 and stats.retries >= 1 and stats.gave_up == 0
+        assert await store.get_items(SESSION) == [{"n": 0}, {"n": 1}]  # stored once
+
+
+async def test_a_first_attempt_that_outlasted_the_deadline_still_gets_its_retries(
+    contended_url: str,
+) -> None:
+    # The deadline runs from the first failure, not from the call: a write stalled for longer
+    # than the deadline (a Galera cluster waiting out a dead node, a long lock wait) and then
+    # rolled back is retried, and gets through once the stall is over.
+    async with _impatient_store(contended_url, lock_wait_s=2.0, retry_deadline=1.5) as store:
+        async with _lock_held(contended_url):
+            write = asyncio.ensure_future(store.add_items(SESSION, [{"n": 1}]))
+            await asyncio.sleep(2.5)  # the first attempt gave up at 2 s, past the deadline
             assert not write.done()
         await write
         stats = store.retry_stats

@@ -103,8 +103,11 @@ class RetryStats:
 class RetryPolicy:
     """Which errors a write is run again after, how long it sleeps, and when it stops.
 
-    ``deadline_s``: after the first failed attempt, a call keeps retrying until this many
-    seconds have passed since it started; 0 means never retry. ``first_sleep_s`` and
+    ``deadline_s``: once an attempt failed with a kind this policy retries, the call keeps
+    retrying until this many seconds have passed since that first failure; 0 means never
+    retry. The clock starts at the failure, not at the call: an attempt that was stalled
+    (a Galera cluster waiting out a lost node's timeout, a lock held by another writer) and
+    then rolled back still gets its retries once the stall is over. ``first_sleep_s`` and
     ``max_sleep_s``: the n-th sleep is uniform in ``[0, min(max_sleep_s, first_sleep_s * 2**n)]``
     ("full jitter": concurrent losers spread out instead of colliding again in step).
     """
@@ -129,7 +132,7 @@ class RetryPolicy:
         return None
 
     def start(self) -> RetryClock:
-        """The clock of one call, started now."""
+        """The clock of one call (its deadline runs from the call's first failure)."""
         return RetryClock(self)
 
 
@@ -137,16 +140,19 @@ class RetryClock:
     """One call's attempts: how long to sleep before the next one, or None to give up."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        """Start the call's deadline now."""
+        """A call's clock; its deadline is set by the call's first failure."""
         self._policy = policy
-        self._deadline = time.monotonic() + policy.deadline_s
+        self._deadline: float | None = None
         self.attempts = 1
         self.waited_s = 0.0
 
     def next_sleep(self, kind: str) -> float | None:
         """Seconds to sleep before the next attempt after an error of ``kind``; None: stop."""
         policy = self._policy
-        left = self._deadline - time.monotonic()
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + policy.deadline_s
+        left = self._deadline - now
         if left <= 0:
             if self.attempts > 1:
                 policy.stats.gave_up += 1

@@ -120,8 +120,8 @@ class SessionStore:
         replica_max_tracked: Sessions whose last write is remembered by name.
         retry_deadline: Seconds (or a ``timedelta``) a write the server rolled back
             (deadlock, serialization failure, Galera certification conflict, SQLite busy)
-            keeps being retried, with capped, jittered backoff; then its last error is
-            raised. Default 20 s; 0 never retries.
+            keeps being retried after its first such failure, with capped, jittered
+            backoff; then its last error is raised. Default 20 s; 0 never retries.
         causal_reads: MySQL/MariaDB Galera, engines the store makes: each connection waits
             for the cluster's earlier writes before reading (``wsrep_sync_wait = 1``). None
             (default): on wherever the server reports ``wsrep_on``.

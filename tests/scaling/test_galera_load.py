@@ -131,6 +131,7 @@ async def test_a_node_killed_mid_run_loses_no_acknowledged_batch(
         ]
         await asyncio.wait_for(asyncio.gather(kill_when_under_way(), *work), timeout=300)
         outcome = judge(await _histories(stores[0]), tally)
+        retries = [store.retry_stats for store in stores]
     finally:
         try:
             await _galera("rejoin", directory, victim)
@@ -144,7 +145,9 @@ async def test_a_node_killed_mid_run_loses_no_acknowledged_batch(
         f"acknowledged, {len(tally.unknown)} CommitOutcomeUnknownError "
         f"({outcome.unknown_stored} of them stored), {len(tally.errors)} other errors "
         f"{tally.errors[:3]}; {outcome.lost} items lost, {outcome.duplicated} duplicated, "
-        f"{outcome.split} batches split; slowest call {tally.slowest_call_s:.2f} s; "
+        f"{outcome.split} batches split; retries {sum(r.retries for r in retries)} over "
+        f"{sum(r.calls_retried for r in retries)} calls, {sum(r.gave_up for r in retries)} "
+        f"gave up; slowest call {tally.slowest_call_s:.2f} s; "
         f"node rejoined with the same histories: {same_on_rejoined}"
     )
     assert tally.errors == []  # connection errors moved to another host, or were unknowns
