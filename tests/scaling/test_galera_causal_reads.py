@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from agent_session_store import SessionStore
+from tests.scaling.conftest import report
 
 ROUNDS = 300
 
@@ -31,8 +32,8 @@ async def test_a_read_on_another_node_right_after_a_write_sees_it(
         stale = await _stale_reads(writer, reader, "causal")
         async with SessionStore(galera_urls[1], causal_reads=False) as loose:
             stale_without = await _stale_reads(writer, loose, "loose")
-    print(
-        f"\ngalera reads on node 2 right after a write on node 1: {stale} stale of {ROUNDS} "
+    report(
+        f"galera reads on node 2 right after a write on node 1: {stale} stale of {ROUNDS} "
         f"with causal reads, {stale_without} of {ROUNDS} without"
     )
     assert stale == 0

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from agent_session_store import SessionStore
-from tests.scaling.conftest import REQUIRE_ENV
+from tests.scaling.conftest import REQUIRE_ENV, report
 from tests.scaling.galera_load import SESSIONS, Tally, judge, pop, write
 
 WRITERS_PER_NODE = 4
@@ -72,8 +72,8 @@ async def test_writers_and_poppers_on_every_node_lose_nothing_and_surface_no_err
     every_node = [await _histories(store) for store in node_stores]
     outcome = judge(every_node[0], tally)
     retries = [store.retry_stats for store in node_stores]
-    print(
-        f"\ngalera multi-writer: {len(tally.acknowledged)} batches written, "
+    report(
+        f"galera multi-writer: {len(tally.acknowledged)} batches written, "
         f"{outcome.lost} items lost, {outcome.duplicated} duplicated, {outcome.split} batches "
         f"split; {tally.pops} pops ({len(tally.popped)} items, {outcome.popped_twice} popped "
         f"twice); {len(tally.errors)} errors surfaced; retries "
@@ -140,8 +140,8 @@ async def test_a_node_killed_mid_run_loses_no_acknowledged_batch(
                 await store.close()
     async with SessionStore(galera_urls[0]) as first, SessionStore(galera_urls[-1]) as rejoined:
         same_on_rejoined = await _histories(rejoined) == await _histories(first)
-    print(
-        f"\ngalera node {victim} killed (kill -9) mid-run: {len(tally.acknowledged)} batches "
+    report(
+        f"galera node {victim} killed (kill -9) mid-run: {len(tally.acknowledged)} batches "
         f"acknowledged, {len(tally.unknown)} CommitOutcomeUnknownError "
         f"({outcome.unknown_stored} of them stored), {len(tally.errors)} other errors "
         f"{tally.errors[:3]}; {outcome.lost} items lost, {outcome.duplicated} duplicated, "

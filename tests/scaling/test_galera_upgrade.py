@@ -15,6 +15,7 @@ import pytest
 from agent_session_store import SessionStore, check, current
 from agent_session_store.migrate import head_revision
 from tests.conftest import reset_database
+from tests.scaling.conftest import report
 
 PROCESSES_PER_NODE = 2
 ROUNDS = 3
@@ -96,7 +97,7 @@ async def test_concurrent_upgrades_on_every_galera_node_apply_each_revision_once
         for url in galera_urls:
             assert await current(url) == head_revision()
             await check(url)
-    print(f"\ngalera upgrades: {tried} tried, {failed} failed")
+    report(f"galera upgrades: {tried} tried, {failed} failed")
     async with SessionStore(galera_urls[1]) as store:
         await store.session("s").add_items([{"n": 1}])
     async with SessionStore(galera_urls[2]) as store:
