@@ -233,3 +233,27 @@ async def test_asyncpg_prepared_statement_name_func_sends_the_store_to_core_afte
         assert len(warnings) == 1 and "prepared_statement_name_func" in warnings[0], warnings
     finally:
         await engine.dispose()
+
+
+async def test_a_sqlalchemy_whose_internals_differ_sends_the_store_to_core_warning_once(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A SQLAlchemy release without ``Pool._invalidate`` (which the driver path calls after a
+    # disconnect): ``_internals.self_check`` itself finds it missing on a fresh engine, the
+    # store keeps to Core (which calls it only on a disconnect) and says why once.
+    from sqlalchemy.pool import Pool
+
+    monkeypatch.delattr(Pool, "_invalidate")
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    engine = create_async_engine(db_url)
+    try:
+        store = SessionStore(engine)
+        assert _path(store) is Path.CORE
+        await store.create_tables()
+        await _exercise(store, "first")
+        await _exercise(store, "second")
+        warnings = _fallback_warnings(caplog)
+        assert len(warnings) == 1, warnings
+        assert "internals differ" in warnings[0] and "Pool._invalidate is missing" in warnings[0]
+    finally:
+        await engine.dispose()

@@ -6,7 +6,8 @@ path (Core), never a guess. ``_probe.py`` calls :func:`self_check` once per engi
 SQLAlchemy release that moves one of these names sends the store to Core with a warning
 instead of changing its behaviour.
 
-Checked on SQLAlchemy 2.0.36, 2.0.41 and 2.1.9; asyncpg 0.29-0.30.
+Checked on SQLAlchemy 2.0.36, 2.0.41, 2.0.50 (pyproject's floor, each name read in its
+source) and 2.1.9, written ``2.0.36/41/50, 2.1.9`` below; asyncpg 0.29-0.30.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ _DIALECT_EVENTS_REPRODUCED = frozenset({"do_connect"})
 
 
 def _listened(dispatch: Any) -> set[str]:
-    # 2.0.36-2.1.9: a dispatcher class lists its event names in ``_event_names``; each name
-    # is a collection of listeners, truthy when it holds one. An engine made by
+    # 2.0.36/41/50, 2.1.9: a dispatcher class lists its event names in ``_event_names``; each
+    # name is a collection of listeners, truthy when it holds one. An engine made by
     # ``execution_options()`` may have a joined dispatcher (its own listeners and its
     # parent's), whose names are those of its local dispatcher.
     names = getattr(type(dispatch), "_event_names", None)
@@ -40,7 +41,8 @@ def may_have_listeners(engine: Engine) -> bool:
     """False only when no listener was ever added to ``engine`` or its dialect (cheap).
 
     Reads ``Engine._has_events`` / ``Dialect._has_events``, which SQLAlchemy sets when a
-    listener is first added and never clears (2.0.36-2.1.9). True when either is missing.
+    listener is first added and never clears (2.0.36/41/50, 2.1.9). True when either is
+    missing.
     """
     return bool(getattr(engine, "_has_events", True)) or bool(
         getattr(engine.dialect, "_has_events", True)
@@ -59,8 +61,8 @@ def pool_needs_io_per_checkout(pool: Pool) -> bool:
 
     That is: pre-ping, recycling by age, a reset on return, or a disconnect seen (after
     which the pool replaces older connections at checkout). Reads the pool's ``_pre_ping``,
-    ``_recycle``, ``_reset_on_return`` and ``_invalidate_time`` (2.0.36-2.1.9); True when
-    any is missing.
+    ``_recycle``, ``_reset_on_return`` and ``_invalidate_time`` (2.0.36/41/50, 2.1.9); True
+    when any is missing.
     """
     return not (
         getattr(pool, "_pre_ping", True) is False
@@ -73,7 +75,7 @@ def pool_needs_io_per_checkout(pool: Pool) -> bool:
 def pool_pre_pings(pool: Pool) -> bool:
     """True when ``pool`` pings connections at checkout (``pool_pre_ping``).
 
-    Reads ``Pool._pre_ping`` (2.0.36-2.1.9); True when missing.
+    Reads ``Pool._pre_ping`` (2.0.36/41/50, 2.1.9); True when missing.
     """
     return getattr(pool, "_pre_ping", True) is not False
 
@@ -82,7 +84,7 @@ def invalidate_pool_since(fairy: Any, error: BaseException) -> None:
     """Invalidate ``fairy`` and every older connection of its pool, as SQLAlchemy does.
 
     On a disconnect SQLAlchemy's ``Connection`` calls ``pool._invalidate(fairy, e)``
-    (2.0.36-2.1.9): connections made before now are presumed gone (a server restart).
+    (2.0.36/41/50, 2.1.9): connections made before now are presumed gone (a server restart).
     Without that method, only this connection is invalidated.
     """
     pool = getattr(fairy, "_pool", None)
@@ -96,7 +98,7 @@ def invalidate_pool_since(fairy: Any, error: BaseException) -> None:
 def invalidate_pool(pool: Pool) -> None:
     """Have every connection of ``pool`` made before now replaced at its next checkout.
 
-    ``Pool._invalidate`` (2.0.36-2.1.9) without a connection only moves the pool's
+    ``Pool._invalidate`` (2.0.36/41/50, 2.1.9) without a connection only moves the pool's
     invalidation time, as a disconnect does. Without that method the pool is left alone: a
     retry may then reuse a connection to the same server.
     """
@@ -105,10 +107,22 @@ def invalidate_pool(pool: Pool) -> None:
         invalidate(None)
 
 
+def on_connect_isolation_level(dialect: Dialect) -> str | None:
+    """The ``isolation_level`` given to ``create_engine``, None when none was.
+
+    Reads ``DefaultDialect._on_connect_isolation_level``, which ``create_engine`` sets from
+    its ``isolation_level`` argument and the dialect applies to every new connection and at
+    every reset (2.0.50, 2.1.9). ``"<unreadable>"`` when missing, so that the caller keeps to
+    Core; :func:`self_check` reports that first.
+    """
+    level: str | None = getattr(dialect, "_on_connect_isolation_level", "<unreadable>")
+    return level
+
+
 def positional_bind_names(compiled: SQLCompiler) -> tuple[str, ...] | None:
     """The bind names of a positional statement in parameter order, None if unknown.
 
-    ``SQLCompiler.positiontup`` (2.0.36-2.1.9; public but undocumented).
+    ``SQLCompiler.positiontup`` (2.0.36/41/50, 2.1.9; public but undocumented).
     """
     names = getattr(compiled, "positiontup", None)
     return None if names is None else tuple(names)
@@ -117,8 +131,8 @@ def positional_bind_names(compiled: SQLCompiler) -> tuple[str, ...] | None:
 def translate_asyncpg_error(adapted: Any, error: Exception) -> Exception:
     """``error`` from asyncpg as the DBAPI-style exception SQLAlchemy's adapter raises.
 
-    Calls the adapted connection's ``_handle_exception`` (2.0.36-2.1.9 translate asyncpg's
-    classes there, by SQLSTATE, into the adapter module's ``Error`` subclasses). Returns
+    Calls the adapted connection's ``_handle_exception`` (2.0.36/41/50, 2.1.9 translate
+    asyncpg's classes there, by SQLSTATE, into the adapter module's ``Error`` subclasses). Returns
     ``error`` itself when it does not raise a translated exception.
     """
     handle = getattr(adapted, "_handle_exception", None)
@@ -139,7 +153,7 @@ def asyncpg_settings_reproduced(adapted: Any) -> str | None:
     adapter only with its defaults: no ``prepared_statement_name_func`` (read from
     ``_prepared_statement_name_func``, a bound ``_default_name_func`` by default) and
     asyncpg's statement cache on (``Connection._stmt_cache.get_max_size()``, asyncpg
-    0.29-0.30). Checked on SQLAlchemy 2.0.36-2.1.9.
+    0.29-0.30). Checked on SQLAlchemy 2.0.36/41/50, 2.1.9.
     """
     name_func = getattr(adapted, "_prepared_statement_name_func", None)
     if getattr(name_func, "__name__", None) != "_default_name_func":
@@ -167,6 +181,8 @@ def self_check(dialect: Dialect) -> str | None:
             return "SQLAlchemy's Pool._invalidate is missing"
     finally:
         engine.dispose()
+    if not hasattr(dialect, "_on_connect_isolation_level"):
+        return "SQLAlchemy's Dialect._on_connect_isolation_level is missing"
     if dialect.driver == "asyncpg" and not hasattr(
         dialect.loaded_dbapi, "_asyncpg_error_translate"
     ):

@@ -56,7 +56,7 @@ def _fixed_reason(engine: Engine, driver: Driver | None, statements: Statements)
     unknown = sorted(set(engine.get_execution_options()) - ALLOWED_EXECUTION_OPTIONS)
     if unknown:
         return f"it sets execution options the driver path does not reproduce: {unknown}"
-    isolation = getattr(dialect, "_on_connect_isolation_level", None)
+    isolation = _internals.on_connect_isolation_level(dialect)
     if isolation is not None:
         return f"it sets isolation_level={isolation!r}, which the driver path does not reproduce"
     if not statements.all_runnable_on_driver():
@@ -146,5 +146,5 @@ def _connection_reason(driver: Driver, adapted: Any, engine: Engine) -> str | No
     if not isinstance(translated, dbapi.Error) or getattr(translated, "sqlstate", None) != (
         "40001"
     ):
-        return "SQLAlchemy's asyncpg adapter translates errors differently from 2.0.36-2.1.9"
+        return "SQLAlchemy's asyncpg adapter translates errors differently from 2.0.50-2.1.9"
     return None
