@@ -72,14 +72,6 @@ def pool_needs_io_per_checkout(pool: Pool) -> bool:
     )
 
 
-def pool_pre_pings(pool: Pool) -> bool:
-    """True when ``pool`` pings connections at checkout (``pool_pre_ping``).
-
-    Reads ``Pool._pre_ping`` (2.0.36/41/50, 2.1.9); True when missing.
-    """
-    return getattr(pool, "_pre_ping", True) is not False
-
-
 def invalidate_pool_since(fairy: Any, error: BaseException) -> None:
     """Invalidate ``fairy`` and every older connection of its pool, as SQLAlchemy does.
 
