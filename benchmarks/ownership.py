@@ -13,23 +13,17 @@ an owner's handle and a handle with a ttl; the load average is printed with each
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from agent_session_store import SessionStore
+from benchmarks import ratios
 from benchmarks.items import turn
 
 NAMES = {"sessions_table": "bench_own_sessions", "messages_table": "bench_own_messages"}
-URL_ENVS = {
-    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
-    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
-}
 SESSIONS = 20
 TARGET = 0.90
 
@@ -108,28 +102,15 @@ async def bench(db: str, url: str, rounds: int, turns: int) -> float:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
-    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
-    parser.add_argument("--trips", action="store_true", help="count driver requests first")
-    args = parser.parse_args(argv)
-    rounds, turns = (3, 3) if args.smoke else (9, 10)
-    misses = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for db in args.db.split(","):
-            url = f"sqlite+aiosqlite:///{Path(tmp) / 'own.db'}" if db == "sqlite" else ""
-            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
-            if not url:
-                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
-                return 2
-            if args.trips:
-                await trips(db, url)
-            if await bench(db, url, rounds, turns) < TARGET:
-                misses.append(db)
-    if misses and not args.smoke:
-        print(f"missed (scoped/plain >= {TARGET}): {', '.join(misses)}")
-        return 1
-    return 0
+    return await ratios.main(
+        argv,
+        description=__doc__.splitlines()[0],
+        bench=bench,
+        sizes=((9, 10), (3, 3)),
+        target=TARGET,
+        ratio_name="scoped/plain",
+        extras={"trips": ("count driver requests first", trips)},
+    )
 
 
 if __name__ == "__main__":
