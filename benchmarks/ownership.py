@@ -55,10 +55,7 @@ async def trips(db: str, url: str) -> None:
     """Driver requests per operation: plain, owner, ttl handles (the same statements' work)."""
     from benchmarks.trips import counting
 
-    async with SessionStore(url, **NAMES) as store:
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
-        await store.create_tables()
+    async with SessionStore(url, **NAMES) as store, ratios.fresh_tables(store):
         kinds = {"plain": {}, "user_id": {"user_id": "u-1"}, "ttl": {"ttl": 3600}}
         print(f"| {db} | " + " | ".join(kinds) + " |")
         counts: dict[str, list[float]] = {label: [] for label in TRIP_OPS}
@@ -74,23 +71,16 @@ async def trips(db: str, url: str) -> None:
                 counts[label].append(count[0] / 10)
         for label, row in counts.items():
             print(f"| {label} | " + " | ".join(f"{n:g}" for n in row) + " |", flush=True)
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
 
 
 async def bench(db: str, url: str, rounds: int, turns: int) -> float:
-    async with SessionStore(url, **NAMES) as store:
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
-        await store.create_tables()
+    async with SessionStore(url, **NAMES) as store, ratios.fresh_tables(store):
         rates: dict[bool, list[float]] = {False: [], True: []}
         await play(store, False, 2, -1)  # warm the pool and both sets of statements
         await play(store, True, 2, -1)
         for rnd in range(rounds):
             for scoped in (False, True) if rnd % 2 == 0 else (True, False):
                 rates[scoped].append(await play(store, scoped, turns, rnd))
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
     plain, scoped_rate = statistics.median(rates[False]), statistics.median(rates[True])
     ratio = scoped_rate / plain
     print(
@@ -101,17 +91,14 @@ async def bench(db: str, url: str, rounds: int, turns: int) -> float:
     return ratio
 
 
-async def main(argv: list[str] | None = None) -> int:
-    return await ratios.main(
-        argv,
-        description=__doc__.splitlines()[0],
-        bench=bench,
-        sizes=((9, 10), (3, 3)),
-        target=TARGET,
-        ratio_name="scoped/plain",
-        extras={"trips": ("count driver requests first", trips)},
-    )
-
+main = ratios.entry(
+    __doc__,
+    bench=bench,
+    sizes=((9, 10), (3, 3)),
+    target=TARGET,
+    ratio_name="scoped/plain",
+    extras={"trips": ("count driver requests first", trips)},
+)
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))

@@ -11,8 +11,12 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+from agent_session_store import SessionStore
 
 #: Where the server URLs come from, as for the test suite.
 URL_ENVS = {
@@ -23,6 +27,28 @@ URL_ENVS = {
 Bench = Callable[[str, str, int, int], Awaitable[float]]
 #: Extra work a benchmark offers behind a flag of its own: ``(db, url)``, run before ``bench``.
 Extra = Callable[[str, str], Awaitable[None]]
+
+
+@asynccontextmanager
+async def fresh_tables(store: SessionStore) -> AsyncIterator[SessionStore]:
+    """``store``'s tables made anew for a run and dropped after it: each run starts empty."""
+    async with store.engine.begin() as conn:
+        await conn.run_sync(store.metadata.drop_all)
+    await store.create_tables()
+    try:
+        yield store
+    finally:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.metadata.drop_all)
+
+
+def entry(doc: str, **options: Any) -> Callable[[list[str] | None], Awaitable[int]]:
+    """A benchmark module's ``main``: :func:`main` with its options, described by ``doc``."""
+
+    async def run(argv: list[str] | None = None) -> int:
+        return await main(argv, description=doc.splitlines()[0], **options)
+
+    return run
 
 
 async def main(
