@@ -50,41 +50,33 @@ async def play(stores: dict[str, SessionStore], adds: int, rnd: int) -> dict[str
 async def bench(db: str, url: str, rounds: int, adds: int) -> float:
     async with SessionStore(url, **NAMES) as keyed, SessionStore(
         url, idempotency_keys=False, **NAMES
-    ) as plain:
-        async with keyed.engine.begin() as conn:
-            await conn.run_sync(keyed.metadata.drop_all)
-        await keyed.create_tables()
+    ) as plain, ratios.fresh_tables(keyed):
         stores = {"keyed": keyed, "plain": plain}
         await play(stores, 2, -1)  # warm each pool and its statements
         rates: dict[str, list[float]] = {"keyed": [], "plain": []}
-        ratios: list[float] = []
+        round_ratios: list[float] = []
         for rnd in range(rounds):
             spent = await play(stores, adds, rnd)
             for kind, seconds in spent.items():
                 rates[kind].append(adds * SESSIONS / seconds)
-            ratios.append(spent["plain"] / spent["keyed"])
-        async with keyed.engine.begin() as conn:
-            await conn.run_sync(keyed.metadata.drop_all)
+            round_ratios.append(spent["plain"] / spent["keyed"])
     plain_rate, keyed_rate = statistics.median(rates["plain"]), statistics.median(rates["keyed"])
-    ratio = statistics.median(ratios)
+    ratio = statistics.median(round_ratios)
     print(
         f"{db:10} without keys {plain_rate:8.0f} adds/s  with keys {keyed_rate:8.0f} adds/s  "
-        f"keyed/unkeyed {ratio:4.2f} (rounds {min(ratios):4.2f}-{max(ratios):4.2f})",
+        f"keyed/unkeyed {ratio:4.2f} (rounds {min(round_ratios):4.2f}-{max(round_ratios):4.2f})",
         flush=True,
     )
     return ratio
 
 
-async def main(argv: list[str] | None = None) -> int:
-    return await ratios.main(
-        argv,
-        description=__doc__.splitlines()[0],
-        bench=bench,
-        sizes=((9, 15), (3, 3)),
-        target=TARGET,
-        ratio_name="keyed/unkeyed",
-    )
-
+main = ratios.entry(
+    __doc__,
+    bench=bench,
+    sizes=((9, 15), (3, 3)),
+    target=TARGET,
+    ratio_name="keyed/unkeyed",
+)
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))

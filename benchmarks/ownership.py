@@ -13,23 +13,17 @@ an owner's handle and a handle with a ttl; the load average is printed with each
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from agent_session_store import SessionStore
+from benchmarks import ratios
 from benchmarks.items import turn
 
 NAMES = {"sessions_table": "bench_own_sessions", "messages_table": "bench_own_messages"}
-URL_ENVS = {
-    "postgresql": "AGENT_SESSION_STORE_TEST_POSTGRES_URL",
-    "mariadb": "AGENT_SESSION_STORE_TEST_MARIADB_URL",
-}
 SESSIONS = 20
 TARGET = 0.90
 
@@ -61,10 +55,7 @@ async def trips(db: str, url: str) -> None:
     """Driver requests per operation: plain, owner, ttl handles (the same statements' work)."""
     from benchmarks.trips import counting
 
-    async with SessionStore(url, **NAMES) as store:
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
-        await store.create_tables()
+    async with SessionStore(url, **NAMES) as store, ratios.fresh_tables(store):
         kinds = {"plain": {}, "user_id": {"user_id": "u-1"}, "ttl": {"ttl": 3600}}
         print(f"| {db} | " + " | ".join(kinds) + " |")
         counts: dict[str, list[float]] = {label: [] for label in TRIP_OPS}
@@ -80,23 +71,16 @@ async def trips(db: str, url: str) -> None:
                 counts[label].append(count[0] / 10)
         for label, row in counts.items():
             print(f"| {label} | " + " | ".join(f"{n:g}" for n in row) + " |", flush=True)
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
 
 
 async def bench(db: str, url: str, rounds: int, turns: int) -> float:
-    async with SessionStore(url, **NAMES) as store:
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
-        await store.create_tables()
+    async with SessionStore(url, **NAMES) as store, ratios.fresh_tables(store):
         rates: dict[bool, list[float]] = {False: [], True: []}
         await play(store, False, 2, -1)  # warm the pool and both sets of statements
         await play(store, True, 2, -1)
         for rnd in range(rounds):
             for scoped in (False, True) if rnd % 2 == 0 else (True, False):
                 rates[scoped].append(await play(store, scoped, turns, rnd))
-        async with store.engine.begin() as conn:
-            await conn.run_sync(store.metadata.drop_all)
     plain, scoped_rate = statistics.median(rates[False]), statistics.median(rates[True])
     ratio = scoped_rate / plain
     print(
@@ -107,30 +91,14 @@ async def bench(db: str, url: str, rounds: int, turns: int) -> float:
     return ratio
 
 
-async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql,mariadb")
-    parser.add_argument("--smoke", action="store_true", help="a few short rounds")
-    parser.add_argument("--trips", action="store_true", help="count driver requests first")
-    args = parser.parse_args(argv)
-    rounds, turns = (3, 3) if args.smoke else (9, 10)
-    misses = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for db in args.db.split(","):
-            url = f"sqlite+aiosqlite:///{Path(tmp) / 'own.db'}" if db == "sqlite" else ""
-            url = url or os.environ.get(URL_ENVS.get(db, ""), "")
-            if not url:
-                print(f"{db}: set {URL_ENVS.get(db, 'a URL')}", file=sys.stderr)
-                return 2
-            if args.trips:
-                await trips(db, url)
-            if await bench(db, url, rounds, turns) < TARGET:
-                misses.append(db)
-    if misses and not args.smoke:
-        print(f"missed (scoped/plain >= {TARGET}): {', '.join(misses)}")
-        return 1
-    return 0
-
+main = ratios.entry(
+    __doc__,
+    bench=bench,
+    sizes=((9, 10), (3, 3)),
+    target=TARGET,
+    ratio_name="scoped/plain",
+    extras={"trips": ("count driver requests first", trips)},
+)
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store import _dialect
 from agent_session_store._family import is_sqlite
-from agent_session_store._json import check_session_id, decode_rows
+from agent_session_store._json import check_session_id, check_user_id, decode_rows
 from agent_session_store._record_sql import expires_after
 from agent_session_store._scoped import Scope, check_state
 from agent_session_store.errors import (
@@ -166,7 +166,7 @@ class History:
         if upto is not None:
             check_count(upto, "upto")
         if user_id is not None:
-            check_session_id(user_id)
+            check_user_id(user_id)
         if title is not None and not isinstance(title, str):
             raise ArgumentTypeError(f"title must be a str or None, not {type(title).__name__}")
         if new_id == source_id:

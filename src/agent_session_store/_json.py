@@ -24,8 +24,11 @@ decode = json.loads
 DecodeError = json.JSONDecodeError
 
 
-def check_session_id(session_id: object) -> str:
+def check_session_id(session_id: object, name: str = "session_id") -> str:
     """Return ``session_id`` if it is a usable session id, else raise.
+
+    ``name`` is what the messages call the value: owners' ids (``user_id``) follow the same
+    rules, since they fill a column of the same type and compare the same way.
 
     Raises:
         TypeError: ``session_id`` is not a ``str``.
@@ -33,23 +36,31 @@ def check_session_id(session_id: object) -> str:
             ends with a space.
     """
     if not isinstance(session_id, str):
-        raise ArgumentTypeError(f"session_id must be a str, not {type(session_id).__name__}")
+        raise ArgumentTypeError(f"{name} must be a str, not {type(session_id).__name__}")
     if not session_id:
-        raise InvalidArgumentError("session_id must not be empty")
+        raise InvalidArgumentError(f"{name} must not be empty")
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise InvalidArgumentError(
-            f"session_id is {len(session_id)} characters long; "
-            f"the limit is {MAX_SESSION_ID_LENGTH}"
+            f"{name} is {len(session_id)} characters long; the limit is {MAX_SESSION_ID_LENGTH}"
         )
     if "\x00" in session_id:
-        raise InvalidArgumentError("session_id must not contain NUL characters")
+        raise InvalidArgumentError(f"{name} must not contain NUL characters")
     if session_id.endswith(" "):
         # MySQL/MariaDB compare VARCHARs ignoring trailing spaces: "a " would read "a"'s history.
         raise InvalidArgumentError(
-            f"session_id {session_id!r} ends with a space; MySQL and MariaDB cannot tell it "
+            f"{name} {session_id!r} ends with a space; MySQL and MariaDB cannot tell it "
             "from the id without the space, so strip it (or choose another id)"
         )
     return session_id
+
+
+def check_user_id(user_id: object) -> str:
+    """Return ``user_id`` if it is a usable owner id (the rules of session ids), else raise.
+
+    Checked before any statement, so a value the ``VARCHAR(255)`` column cannot hold is refused
+    by name rather than truncated, refused by the driver, or silently matching nothing.
+    """
+    return check_session_id(user_id, "user_id")
 
 
 def check_limit(limit: object) -> int | None:

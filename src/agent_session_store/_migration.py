@@ -7,6 +7,8 @@ Table names travel from whoever starts a migration (``upgrade()``, ``alembic -x`
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +18,12 @@ from sqlalchemy.engine import URL, Connection
 
 from agent_session_store._cluster_lock import cluster_lock, is_galera
 from agent_session_store._family import Family, family_of
-from agent_session_store.errors import InvalidIdentifierError, MigrationError
+from agent_session_store.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    InvalidIdentifierError,
+    MigrationError,
+)
 from agent_session_store.models import (
     DEFAULT_MESSAGES_TABLE,
     DEFAULT_SESSIONS_TABLE,
@@ -34,6 +41,8 @@ TABLES_OPTION = "agent_session_store_tables"
 BRANCH_LABEL = "agent_session_store"
 #: Seconds a MySQL/MariaDB upgrade waits for another process's upgrade to finish.
 LOCK_TIMEOUT_S = 600
+#: Overrides, in seconds, when a Galera lock row whose holder cannot be checked is stale.
+LOCK_STALE_AFTER_ENV = "AGENT_SESSION_STORE_LOCK_STALE_AFTER"
 
 
 def table_names(
@@ -105,15 +114,23 @@ def _lock_key(name: str) -> int:
 
 
 @contextmanager
-def migration_lock(connection: Connection, name: str) -> Iterator[None]:
+def migration_lock(
+    connection: Connection, name: str, *, stale_after: float | None = None
+) -> Iterator[None]:
     """Hold a lock so that one process at a time migrates these tables.
 
     PostgreSQL takes a session advisory lock and MySQL/MariaDB a named lock, both released
-    on exit, and leave no transaction open so Alembic can run one per revision. SQLite opens
+    on exit (and by the server when the holder's connection dies), and leave no transaction
+    open so Alembic can run one per revision. On Galera the lock is a row
+    (:mod:`agent_session_store._cluster_lock`): a holder seen to be disconnected is taken over
+    at once, one that cannot be checked once its row is ``stale_after`` seconds old (default:
+    ``$AGENT_SESSION_STORE_LOCK_STALE_AFTER``, else 600). SQLite opens
     a write transaction (``BEGIN IMMEDIATE``) that the whole run happens in, committed on exit,
     with foreign keys off: rebuilding a parent table with them on would cascade-delete rows.
     A connection already in a transaction belongs to the caller; it is used as it is.
     """
+    if stale_after is not None:
+        stale_after = check_stale_after(stale_after)
     if connection.in_transaction():
         yield
         return
@@ -132,9 +149,8 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
         # MySQL limits lock names to 64 characters.
         lock_name = derived_name("ass", name)[:64]
         if is_galera(connection):
-            with cluster_lock(
-                connection, lock_name, timeout=LOCK_TIMEOUT_S, stale_after=LOCK_TIMEOUT_S
-            ):
+            stale = lock_stale_after() if stale_after is None else stale_after
+            with cluster_lock(connection, lock_name, timeout=LOCK_TIMEOUT_S, stale_after=stale):
                 yield
             return
         got = connection.execute(
@@ -158,6 +174,29 @@ def migration_lock(connection: Connection, name: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def lock_stale_after() -> float:
+    """Seconds after which an uncheckable Galera lock holder is taken over: env, else 600."""
+    raw = os.environ.get(LOCK_STALE_AFTER_ENV)
+    if raw is None or not raw.strip():
+        return float(LOCK_TIMEOUT_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{LOCK_STALE_AFTER_ENV} must be a number of seconds, got {raw!r}"
+        ) from None
+    return check_stale_after(value, LOCK_STALE_AFTER_ENV)
+
+
+def check_stale_after(value: object, name: str = "stale_after") -> float:
+    """``value`` as seconds if it is a positive finite number, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from agent_session_store._json import DecodeError, check_session_id, decode, encode
+from agent_session_store._json import DecodeError, check_session_id, check_user_id, decode, encode
 from agent_session_store._record_sql import check_patch, check_title
 from agent_session_store.errors import InvalidMetadataError, InvalidRecordError
 
@@ -96,7 +96,7 @@ def parse_header(record: object) -> Record:
     user_id, title, expires = record.get("user_id"), record.get("title"), record.get("expires_at")
     if user_id is not None:
         try:
-            check_session_id(user_id)
+            check_user_id(user_id)
         except (TypeError, ValueError) as exc:
             raise InvalidRecordError(f"bad user_id of {session_id!r}: {exc}") from None
     try:

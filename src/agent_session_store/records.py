@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from agent_session_store import _dialect, _record_sql, _usage_sql
 from agent_session_store._cursor import decode_cursor, encode_cursor
 from agent_session_store._family import is_sqlite
-from agent_session_store._json import check_session_id
+from agent_session_store._json import check_session_id, check_user_id
 from agent_session_store.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
@@ -156,6 +156,8 @@ class SessionRecords:
             SessionOwnershipError: ``user_id`` is given and does not own the session.
         """
         check_session_id(session_id)
+        if user_id is not None:
+            check_user_id(user_id)
         s = self._s
         stmt = self._records_query(with_now=True).where(s.c.session_id == session_id)
         async with self._connect() as conn:
@@ -194,6 +196,8 @@ class SessionRecords:
             InvalidMetadataError: a bad title or metadata patch; nothing was changed.
         """
         check_session_id(session_id)
+        if user_id is not None:
+            check_user_id(user_id)
         values: dict[str, Any] = {"updated_at": utcnow()}
         if title is not UNSET:
             values["title"] = _record_sql.check_title(title)
@@ -270,6 +274,8 @@ class SessionRecords:
             raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         if order not in ("newest", "oldest"):
             raise InvalidArgumentError(f"order must be 'newest' or 'oldest', got {order!r}")
+        if user_id is not None:
+            check_user_id(user_id)
         s = self._s
         # SQLite keeps timestamps as text, and files other tools wrote differ in format: page
         # on the stored text itself, so the cursor compares exactly as ORDER BY sorts.
@@ -333,8 +339,7 @@ class SessionRecords:
         Usage rows go first (the user's, and any on the user's sessions), then the sessions,
         then once more the user's usage rows, which catches runs recorded meanwhile.
         """
-        if not isinstance(user_id, str) or not user_id:
-            raise InvalidArgumentError(f"user_id must be a non-empty str, got {user_id!r}")
+        check_user_id(user_id)
         usage = self._usage
         if usage is None:
             return await self._remove(self._s.c.user_id == user_id, batch_size, dry_run)

@@ -31,7 +31,13 @@ from agent_session_store._executor import LoopLocks, Operation, Runner
 from agent_session_store._expiry import RowState, touched
 from agent_session_store._family import family_of, is_sqlite
 from agent_session_store._history import History, check_count
-from agent_session_store._json import check_limit, check_session_id, decode_rows, encode_items
+from agent_session_store._json import (
+    check_limit,
+    check_session_id,
+    check_user_id,
+    decode_rows,
+    encode_items,
+)
 from agent_session_store._probe import schema_map
 from agent_session_store._record_sql import seconds_of
 from agent_session_store._records import Record
@@ -542,7 +548,7 @@ class SessionStore:
     def scope(self, user_id: str | None = None, ttl: timedelta | float | None = UNSET) -> Scope:
         """What a handle with this owner and time to live is bound to."""
         if user_id is not None:
-            check_session_id(user_id)  # same rules as ids: a str of 1 to 255 characters
+            check_user_id(user_id)  # same rules as ids: a str of 1 to 255 characters
         seconds = self.ttl if ttl is UNSET else (None if ttl is None else seconds_of(ttl))
         return Scope(user_id, seconds, archive=self._archive is not None)
 
@@ -849,7 +855,7 @@ class SessionStore:
         if self._closed:
             raise _closed_error()
         if user_id is not None:
-            check_session_id(user_id)
+            check_user_id(user_id)
         return await self._archiver.restore(session_id, user_id)
 
     async def purge_archive(self, *, older_than: datetime | timedelta | None = None) -> int:

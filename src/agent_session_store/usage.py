@@ -17,7 +17,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_session_store import _usage_sql
-from agent_session_store._json import check_session_id
+from agent_session_store._json import check_session_id, check_user_id
 from agent_session_store._usage_input import RunUsage, run_usage
 from agent_session_store._usage_sql import GroupBy
 from agent_session_store.errors import ArgumentTypeError, InvalidArgumentError
@@ -90,7 +90,7 @@ class UsageLedger:
         """
         check_session_id(session_id)
         if user_id is not None:
-            check_session_id(user_id)
+            check_user_id(user_id)
         values = run_usage(result_or_usage, model)
         if created_at is not None:
             _aware(created_at, "created_at")
@@ -140,7 +140,7 @@ class UsageLedger:
                 f"group_by must be one of {list(GROUPS)} or None, got {group_by!r}"
             )
         if user_id is not None:
-            check_session_id(user_id)
+            check_user_id(user_id)
         if session_id is not None:
             check_session_id(session_id)
         if since is not None:

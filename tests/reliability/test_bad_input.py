@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import MetaData, event, select, text
 
 from agent_session_store import (
+    InvalidArgumentError,
     InvalidIdentifierError,
     InvalidItemError,
     ItemTooLargeError,
@@ -234,3 +235,48 @@ async def test_an_item_just_under_max_allowed_packet_is_stored_and_one_just_over
     with pytest.raises(ItemTooLargeError, match=f"max_allowed_packet = {limit} bytes"):
         await session.add_items([{"a": 1}, {"content": "y" * limit}])
     assert await session.get_items() == [fits]
+
+
+LONG_USER = "u" * 256  # one past the user_id column's VARCHAR(255)
+OWNER_ENTRIES: dict[str, Callable[[SessionStore], Awaitable[Any]]] = {
+    "list_sessions": lambda store: store.list_sessions(user_id=LONG_USER),
+    "info": lambda store: store.info("seed", user_id=LONG_USER),
+    "records.update": lambda store: store.records.update("new", LONG_USER, title="t"),
+    "erase_user": lambda store: store.erase_user(LONG_USER),
+    "fork": lambda store: store.fork("seed", "copy", user_id=LONG_USER),
+    "record_usage": lambda store: store.record_usage(
+        "seed", {"input_tokens": 1, "output_tokens": 1}, model="m", user_id=LONG_USER
+    ),
+    "usage": lambda store: store.usage(user_id=LONG_USER),
+    "restore": lambda store: store.restore("seed", user_id=LONG_USER),
+}
+
+
+@pytest.mark.parametrize("entry", OWNER_ENTRIES)
+async def test_a_user_id_longer_than_its_column_is_refused_before_any_statement(
+    seeded: SessionStore, entry: str
+) -> None:
+    """Not truncated, not a driver's "too long" error, not a filter silently matching nothing."""
+    before = await snapshot(seeded)
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(seeded.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        with pytest.raises(InvalidArgumentError, match="user_id is 256 characters long; the limit"):
+            await OWNER_ENTRIES[entry](seeded)
+    finally:
+        event.remove(seeded.engine.sync_engine, "before_cursor_execute", listener)
+    assert statements == []
+    assert await snapshot(seeded) == before
+
+
+async def test_a_handle_for_a_too_long_user_id_is_refused_and_255_characters_round_trip(
+    seeded: SessionStore,
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="user_id is 256 characters long"):
+        seeded.session("s", user_id=LONG_USER)
+    longest = "ü" * 255  # multi-byte too: the limit is in characters on every database
+    await seeded.session("s", user_id=longest).add_items([{"n": 1}])
+    (record,) = (await seeded.list_sessions(user_id=longest)).sessions
+    assert (record.session_id, record.user_id) == ("s", longest)
+    assert (await seeded.erase_user(longest)).sessions == 1
