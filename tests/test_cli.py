@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import String, literal, update
+from sqlalchemy import String, literal, select, update
 
 from agent_session_store import SessionStore
 from agent_session_store.cli import cli
@@ -278,6 +278,39 @@ def test_prune_is_a_dry_run_without_yes_and_deletes_with_it(url: str) -> None:
     assert "deleted 2 sessions (6 items)" in done
     remaining = json.loads(ok("sessions", "--url", url, "--json").stdout)["sessions"]
     assert [s["session_id"] for s in remaining] == ["fresh"]
+    assert items_of(url, "fresh") == ITEMS[:2]
+
+
+def test_prune_deletes_the_archived_items_of_the_sessions_it_deletes_and_only_those(
+    url: str,
+) -> None:
+    async def archive_some() -> None:
+        async with SessionStore(url, archive=True) as store:
+            await store.create_tables()
+            for session_id in ("old", "fresh"):
+                chat = store.session(session_id)
+                await chat.add_items(ITEMS)
+                await chat.pop_item()  # one archived item each
+                await chat.rewind(2)  # and two more
+            s = store.sessions
+            when = datetime.now(timezone.utc) - timedelta(days=40)
+            async with store.engine.begin() as conn:
+                await conn.execute(update(s).where(s.c.session_id == "old").values(updated_at=when))
+
+    async def archived() -> list[str]:
+        async with SessionStore(url) as store:
+            a = store.archive_table
+            async with store.engine.connect() as conn:
+                rows = await conn.execute(select(a.c.session_id).order_by(a.c.id))
+                return list(rows.scalars())
+
+    asyncio.run(archive_some())
+    assert asyncio.run(archived()) == ["old"] * 3 + ["fresh"] * 3
+    ok("prune", "--older-than", "30d", "--url", url)  # a dry run deletes nothing archived
+    assert asyncio.run(archived()) == ["old"] * 3 + ["fresh"] * 3
+    done = ok("prune", "--older-than", "30d", "--yes", "--url", url).stdout
+    assert "deleted 1 session (2 items)" in done
+    assert asyncio.run(archived()) == ["fresh"] * 3
     assert items_of(url, "fresh") == ITEMS[:2]
 
 

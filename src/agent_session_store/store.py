@@ -361,6 +361,7 @@ class SessionStore:
             connect=transport.core.connect,
             begin=transport.core.begin,
             write=transport.write_core,
+            archive=self.archive_table,
         )
 
     async def _gate(self) -> None:
