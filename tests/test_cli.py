@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import String, literal, select, update
@@ -463,3 +464,15 @@ def test_an_export_that_fails_half_way_leaves_no_file(tmp_path: Path) -> None:
     result = invoke("export", "--url", url, "-o", "all.jsonl")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert not Path("all.jsonl").exists() and not Path("all.jsonl.partial").exists()
+
+
+def test_the_command_list_in_docs_cli_md_is_the_one_help_prints() -> None:
+    """docs/cli.md's block under "## Commands" names each command `--help` lists, no other."""
+    doc = (Path(__file__).parent.parent / "docs" / "cli.md").read_text("utf-8")
+    block = doc.split("## Commands", 1)[1].split("```text output", 1)[1].split("```", 1)[0]
+    documented = {line.split()[1] for line in block.splitlines()
+                  if line.startswith("agent-session-store ")}
+    listed = set(cli.list_commands(click.Context(cli)))
+    assert documented == listed
+    helped = ok("--help").stdout
+    assert all(f"  {name} " in helped for name in listed)
