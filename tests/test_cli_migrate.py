@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, column, inspect, table, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -142,7 +143,9 @@ def test_every_downgrade_step_refuses_without_yes_naming_exactly_what_it_then_dr
     """Step by step from head to base: the refusal names every table and column that the
     step with --yes then drops, and nothing else; without --yes nothing changes."""
     ok("upgrade", "--url", url)
-    revisions = [f"agent_session_store_000{n}" for n in range(5, 0, -1)]
+    script = ScriptDirectory(migrate._script_location())
+    revisions = [rev.revision for rev in script.walk_revisions()]  # head first, every one
+    assert revisions[0] == migrate.head_revision() and len(revisions) >= 5
     for current, below in zip(revisions, [*revisions[1:], "base"], strict=True):
         before = schema(url)
         refused = fails("downgrade", below, "--url", url, match="run again with --yes").stderr
