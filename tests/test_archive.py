@@ -122,6 +122,29 @@ async def test_erase_user_and_purge_expired_remove_archived_rows_too(
     assert await archived(archiving) == []
 
 
+async def test_delete_sessions_removes_the_archived_rows_of_the_sessions_it_deletes(
+    archiving: SessionStore,
+) -> None:
+    for session_id in ("old", "new"):
+        chat = archiving.session(session_id)
+        await chat.add_items(items(4))
+        await chat.rewind(1)
+    await archiving.session("gone").add_items(items(2))
+    await archiving.session("gone").clear_session()  # row gone, archive kept: not pruned
+    s = archiving.sessions
+    past = datetime.now(timezone.utc) - timedelta(days=10)
+    async with archiving.engine.begin() as conn:
+        await conn.execute(update(s).where(s.c.session_id == "old").values(updated_at=past))
+    dry = await archiving.delete_sessions(older_than=timedelta(days=5), dry_run=True)
+    assert (dry.sessions, dry.items) == (1, 1)
+    assert len(await archived(archiving, "old")) == 3
+    done = await archiving.delete_sessions(older_than=timedelta(days=5))
+    assert (done.sessions, done.items) == (1, 1)
+    assert await archived(archiving, "old") == []
+    assert {r[0] for r in await archived(archiving)} == {"new", "gone"}
+    assert await archiving.restore("new") == 3
+
+
 async def test_purge_archive_deletes_what_is_older_than_asked_or_than_the_retention(
     db_url: str,
 ) -> None:

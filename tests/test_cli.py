@@ -14,9 +14,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import String, literal, update
+from sqlalchemy import String, literal, select, update
 
 from agent_session_store import SessionStore
 from agent_session_store.cli import cli
@@ -281,6 +282,39 @@ def test_prune_is_a_dry_run_without_yes_and_deletes_with_it(url: str) -> None:
     assert items_of(url, "fresh") == ITEMS[:2]
 
 
+def test_prune_deletes_the_archived_items_of_the_sessions_it_deletes_and_only_those(
+    url: str,
+) -> None:
+    async def archive_some() -> None:
+        async with SessionStore(url, archive=True) as store:
+            await store.create_tables()
+            for session_id in ("old", "fresh"):
+                chat = store.session(session_id)
+                await chat.add_items(ITEMS)
+                await chat.pop_item()  # one archived item each
+                await chat.rewind(2)  # and two more
+            s = store.sessions
+            when = datetime.now(timezone.utc) - timedelta(days=40)
+            async with store.engine.begin() as conn:
+                await conn.execute(update(s).where(s.c.session_id == "old").values(updated_at=when))
+
+    async def archived() -> list[str]:
+        async with SessionStore(url) as store:
+            a = store.archive_table
+            async with store.engine.connect() as conn:
+                rows = await conn.execute(select(a.c.session_id).order_by(a.c.id))
+                return list(rows.scalars())
+
+    asyncio.run(archive_some())
+    assert asyncio.run(archived()) == ["old"] * 3 + ["fresh"] * 3
+    ok("prune", "--older-than", "30d", "--url", url)  # a dry run deletes nothing archived
+    assert asyncio.run(archived()) == ["old"] * 3 + ["fresh"] * 3
+    done = ok("prune", "--older-than", "30d", "--yes", "--url", url).stdout
+    assert "deleted 1 session (2 items)" in done
+    assert asyncio.run(archived()) == ["fresh"] * 3
+    assert items_of(url, "fresh") == ITEMS[:2]
+
+
 def test_prune_rejects_an_age_it_cannot_read(url: str) -> None:
     result = invoke("prune", "--older-than", "a month", "--url", url)
     assert result.exit_code == 2
@@ -430,3 +464,15 @@ def test_an_export_that_fails_half_way_leaves_no_file(tmp_path: Path) -> None:
     result = invoke("export", "--url", url, "-o", "all.jsonl")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert not Path("all.jsonl").exists() and not Path("all.jsonl.partial").exists()
+
+
+def test_the_command_list_in_docs_cli_md_is_the_one_help_prints() -> None:
+    """docs/cli.md's block under "## Commands" names each command `--help` lists, no other."""
+    doc = (Path(__file__).parent.parent / "docs" / "cli.md").read_text("utf-8")
+    block = doc.split("## Commands", 1)[1].split("```text output", 1)[1].split("```", 1)[0]
+    documented = {line.split()[1] for line in block.splitlines()
+                  if line.startswith("agent-session-store ")}
+    listed = set(cli.list_commands(click.Context(cli)))
+    assert documented == listed
+    helped = ok("--help").stdout
+    assert all(f"  {name} " in helped for name in listed)

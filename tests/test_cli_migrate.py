@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import column, table, update
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, column, inspect, table, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_session_store import migrate
+from agent_session_store._migration import dropped_by
 from agent_session_store.errors import (
     MigrationError,
     SchemaOutOfDateError,
@@ -105,8 +107,78 @@ def test_demo_upgrades_an_empty_database_first(url: str) -> None:
 def test_downgrade_base_without_yes_refuses_and_keeps_every_session(url: str) -> None:
     ok("upgrade", "--url", url)
     fill(url, {"s1": ITEMS})
-    fails("downgrade", "base", "--url", url, match="run again with --yes")
+    refused = fails("downgrade", "base", "--url", url, match="run again with --yes").stderr
+    for name in ("agent_messages_keys", "agent_sessions_usage", "agent_messages_archive",
+                 "agent_sessions", "agent_messages"):  # all five tables base drops
+        assert f"table {name!r}" in refused
+    assert "columns" not in refused  # those of a table it drops go with the table
     assert items_of(url, "s1") == ITEMS
+
+
+def schema(url: str) -> dict[str, set[str]]:
+    """Our tables (not the version table) and their columns, as the database has them."""
+
+    def read(conn: Connection) -> dict[str, set[str]]:
+        found = inspect(conn)
+        return {
+            name: {c["name"] for c in found.get_columns(name)}
+            for name in found.get_table_names()
+            if not name.endswith("alembic_version")
+        }
+
+    async def run() -> dict[str, set[str]]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(read)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_every_downgrade_step_refuses_without_yes_naming_exactly_what_it_then_drops(
+    url: str,
+) -> None:
+    """Step by step from head to base: the refusal names every table and column that the
+    step with --yes then drops, and nothing else; without --yes nothing changes."""
+    ok("upgrade", "--url", url)
+    script = ScriptDirectory(migrate._script_location())
+    revisions = [rev.revision for rev in script.walk_revisions()]  # head first, every one
+    assert revisions[0] == migrate.head_revision() and len(revisions) >= 5
+    for current, below in zip(revisions, [*revisions[1:], "base"], strict=True):
+        before = schema(url)
+        refused = fails("downgrade", below, "--url", url, match="run again with --yes").stderr
+        assert schema(url) == before
+        assert ok("current", "--url", url).stdout.startswith(f"current: {current}")
+        ok("downgrade", below, "--yes", "--url", url)
+        after = schema(url)
+        tables = set(before) - set(after)
+        columns = {(t, c) for t in after for c in before[t] - after[t]}
+        named = dropped_by(current, "agent_sessions", "agent_messages")
+        assert {d.table for d in named if not d.columns} == tables, current
+        assert {(d.table, c) for d in named for c in d.columns} == columns, current
+        for drop in named:
+            assert str(drop) in refused
+        assert set(after) <= set(before)
+
+
+def test_a_downgrade_of_several_steps_names_what_each_drops_and_yes_runs_it(url: str) -> None:
+    ok("upgrade", "--url", url)
+    fill(url, {"s1": ITEMS})
+    refused = fails("downgrade", "agent_session_store_0002", "--url", url,
+                    match="run again with --yes").stderr
+    for part in ("table 'agent_messages_keys' (idempotency keys)",
+                 "table 'agent_sessions_usage' (usage rows)",
+                 "table 'agent_messages_archive' (archived items)",
+                 "columns forked_from_item_id, forked_from_session_id of 'agent_sessions'"):
+        assert part in refused
+    assert "owners" not in refused  # revision 0002's columns stay
+    assert set(schema(url)) == {"agent_sessions", "agent_messages", "agent_messages_keys",
+                                "agent_sessions_usage", "agent_messages_archive"}
+    ok("downgrade", "agent_session_store_0002", "--yes", "--url", url)
+    assert set(schema(url)) == {"agent_sessions", "agent_messages"}
+    assert ok("downgrade", "agent_session_store_0002", "--url", url)  # no step: nothing to ask
 
 
 def test_check_exits_1_when_behind_and_3_when_it_cannot_look(url: str) -> None:

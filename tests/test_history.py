@@ -210,3 +210,24 @@ async def test_an_expired_session_rewinds_as_empty_and_replace_starts_it_afresh(
         assert await chat.get_items() == items(2, "new")
         info = await chat.info()
         assert info is not None and info.title is None and info.expires_at is not None
+
+
+async def test_fork_of_an_expired_source_is_refused_as_missing_and_writes_nothing(
+    store: SessionStore,
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    old = store.session("old", user_id="u-1")
+    await old.add_items(items(3))
+    await old.update(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+    assert await old.get_items() == [] and await old.info() is None  # it reads as gone
+    with pytest.raises(SessionNotFoundError, match="'old' does not exist or has expired"):
+        await store.fork("old", "revived")
+    with pytest.raises(SessionNotFoundError):
+        await store.fork("old", "revived", upto=0, user_id="u-1")
+    assert await store.info("revived") is None
+    assert await store.session("revived").get_items() == []
+    async with store.engine.connect() as conn:
+        m = store.messages
+        copied = select(func.count()).select_from(m).where(m.c.session_id == "revived")
+        assert (await conn.execute(copied)).scalar_one() == 0

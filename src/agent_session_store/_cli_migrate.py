@@ -47,19 +47,49 @@ def upgrade_command(target: Target, revision: str) -> None:
 @click.command("downgrade")
 @database_options
 @click.argument("revision")
-@click.option("--yes", is_flag=True, help="Needed for 'base', which drops the tables.")
+@click.option("--yes", is_flag=True, help="Needed for any step that drops tables or columns.")
 def downgrade_command(target: Target, revision: str, yes: bool) -> None:
-    """Migrate the schema down to REVISION ('base' drops the tables and all their rows)."""
+    """Migrate the schema down to REVISION (every step drops data: asks for --yes)."""
     from agent_session_store import migrate
 
-    if revision == "base" and not yes:
-        raise CommandError(
-            f"downgrade base drops the tables {target.sessions_table!r} and "
-            f"{target.messages_table!r} at {target.shown_url}, with every session and item "
-            "in them; export them first if you need them, then run again with --yes"
-        )
-    now = _migrate(target, migrate.downgrade, revision)
+    async def work() -> str | None:
+        async with open_store(target) as store:
+            tables = table_names(store)
+            if not yes:
+                current = await migrate.current(store.engine, **tables)
+                drops = _downgrade_drops(current, revision, target)
+                if drops:
+                    raise CommandError(
+                        f"downgrade {revision} at {target.shown_url} drops, with their data: "
+                        f"{'; '.join(str(d) for d in drops)}. Export what you need first, "
+                        "then run again with --yes"
+                    )
+            await migrate.downgrade(store.engine, revision, **tables)
+            return await migrate.current(store.engine, **tables)
+
+    now = run(target, work())
     click.echo(f"{target.shown_url} is at revision {now or 'base (no tables)'}")
+
+
+def _downgrade_drops(current: str | None, revision: str, target: Target) -> list[Any]:
+    """What going from ``current`` down to ``revision`` drops (nothing when it cannot tell).
+
+    A revision Alembic cannot place is left to ``migrate.downgrade``, which refuses it
+    with its own error before touching anything.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+
+    from agent_session_store import _migration, migrate
+
+    if current is None:
+        return []
+    script = ScriptDirectory(migrate._script_location())
+    try:
+        steps = [rev.revision for rev in script.iterate_revisions(current, revision)]
+    except RevisionError:
+        return []
+    return _migration.downgrade_drops(steps, target.sessions_table, target.messages_table)
 
 
 @click.command("current")

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_session_store import _dialect
+from agent_session_store._expiry import alive
 from agent_session_store._family import is_sqlite
 from agent_session_store._json import check_session_id, check_user_id, decode_rows
 from agent_session_store._record_sql import expires_after
@@ -72,7 +73,9 @@ class History:
         self.range = (*tail, m.c.id <= last)
         self.delete_range = delete(m).where(*self.range)
         self.delete_all = delete(m).where(m.c.session_id == sid)
-        self.source = self._locked(select(s.c.user_id).where(s.c.session_id == sid))
+        #: The source's owner, locked; no row for an expired source, which reads as empty
+        #: and ``info`` reports as missing: forking it would bring its stale history back.
+        self.source = self._locked(select(s.c.user_id).where(s.c.session_id == sid, alive(s)))
         self.taken = select(s.c.session_id).where(s.c.session_id == bindparam("new"))
 
     def _locked(self, stmt: Any) -> Any:
@@ -178,7 +181,7 @@ class History:
             source = (await conn.execute(self.source, {"sid": source_id})).first()
             if source is None:
                 raise SessionNotFoundError(
-                    f"session {source_id!r} does not exist; nothing was forked"
+                    f"session {source_id!r} does not exist or has expired; nothing was forked"
                 )
             refuse_other_owner(source_id, user_id, source[0])
             if (await conn.execute(self.taken, {"new": new_id})).first() is not None:

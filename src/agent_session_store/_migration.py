@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, text
@@ -43,6 +44,9 @@ BRANCH_LABEL = "agent_session_store"
 LOCK_TIMEOUT_S = 600
 #: Overrides, in seconds, when a Galera lock row whose holder cannot be checked is stale.
 LOCK_STALE_AFTER_ENV = "AGENT_SESSION_STORE_LOCK_STALE_AFTER"
+#: The sessions table's columns of revision 0002 (records) and 0003 (forks), in drop order.
+RECORD_COLUMNS = ("expires_at", "metadata", "title", "user_id")
+FORK_COLUMNS = ("forked_from_item_id", "forked_from_session_id")
 
 
 def table_names(
@@ -94,6 +98,52 @@ def store_tables(sessions_table: str, messages_table: str) -> tuple[str, ...]:
         keys_table_name(messages_table),
         usage_table_name(sessions_table),
     )
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One table, or some columns of one, that a revision's ``downgrade()`` drops."""
+
+    table: str
+    holds: str
+    columns: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.columns:
+            return f"columns {', '.join(self.columns)} of {self.table!r} ({self.holds})"
+        return f"table {self.table!r} ({self.holds})"
+
+
+def dropped_by(revision: str, sessions_table: str, messages_table: str) -> tuple[Drop, ...]:
+    """What undoing ``revision`` drops, with its rows: what ``downgrade`` must name before it asks.
+
+    Kept next to the names the revisions derive, not read from them: the CLI says it without
+    running anything. ``tests/test_cli_migrate.py`` holds it true, step by step: every table
+    named exists before that step and is gone after it, every column likewise.
+    """
+    s, m = sessions_table, messages_table
+    drops = {
+        "agent_session_store_0005": (Drop(keys_table_name(m), "idempotency keys"),),
+        "agent_session_store_0004": (Drop(usage_table_name(s), "usage rows"),),
+        "agent_session_store_0003": (
+            Drop(archive_table_name(m), "archived items"),
+            Drop(s, "where each fork came from", FORK_COLUMNS),
+        ),
+        "agent_session_store_0002": (
+            Drop(s, "owners, titles, metadata, expiry", RECORD_COLUMNS),
+        ),
+        "agent_session_store_0001": (Drop(s, "every session"), Drop(m, "every item")),
+    }
+    return drops.get(revision, ())
+
+
+def downgrade_drops(
+    revisions: Iterable[str], sessions_table: str, messages_table: str
+) -> list[Drop]:
+    """What undoing ``revisions`` (newest first) drops; no columns of a table dropped too."""
+    drops = [d for rev in revisions for d in dropped_by(rev, sessions_table, messages_table)]
+    gone = {d.table for d in drops if not d.columns}
+    return [d for d in drops if not d.columns or d.table not in gone]
 
 
 def include_only(*tables: str) -> Callable[..., bool]:

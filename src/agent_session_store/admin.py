@@ -106,6 +106,9 @@ class StoreAdmin:
         connect: Opens a connection (the store's: taken in turn, its schema checked).
         begin: Opens a connection in a transaction committed when the block exits.
         write: Runs a write with retries; by default ``begin`` once.
+        archive: The archive table (revision 0003): deleting a session deletes its archived
+            items too, as ``erase_user`` and ``purge_expired`` do, so a pruned session
+            leaves nothing of its history behind.
     """
 
     def __init__(
@@ -117,9 +120,11 @@ class StoreAdmin:
         connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
         begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
         write: Writer | None = None,
+        archive: Table | None = None,
     ) -> None:
         self.sessions = sessions
         self.messages = messages
+        self.archive = archive
         self._dialect_name = dialect_name
         self._connect = connect
         self._begin = begin
@@ -193,14 +198,15 @@ class StoreAdmin:
     async def delete_sessions(
         self, *, older_than: datetime | timedelta, dry_run: bool = False
     ) -> PruneResult:
-        """Delete every session not updated since ``older_than``, with its items.
+        """Delete every session not updated since ``older_than``, with its (archived) items.
 
         Args:
             older_than: A timezone-aware cutoff, or an age such as ``timedelta(days=30)``.
             dry_run: Only count what would be deleted.
 
         Sessions go in batches of 500, one transaction each, locking the rows first so a
-        session written to while the prune runs is kept whole.
+        session written to while the prune runs is kept whole. The archived items of each
+        deleted session go in the same transaction (``items`` counts only the live ones).
         """
         cutoff = _cutoff(older_than)
         s, m = self.sessions, self.messages
@@ -219,6 +225,10 @@ class StoreAdmin:
                 return 0, 0
             items = await conn.execute(delete(m).where(m.c.session_id.in_(ids)))
             gone = await conn.execute(delete(s).where(s.c.session_id.in_(ids), stale))
+            if self.archive is not None:  # only of the sessions deleted: a kept row keeps its
+                a = self.archive
+                kept = select(s.c.session_id).where(s.c.session_id == a.c.session_id)
+                await conn.execute(delete(a).where(a.c.session_id.in_(ids), ~kept.exists()))
             return gone.rowcount, items.rowcount
 
         total_sessions = total_items = 0

@@ -367,6 +367,7 @@ class SessionStore:
             connect=transport.core.connect,
             begin=transport.core.begin,
             write=transport.write_core,
+            archive=self.archive_table,
         )
 
     async def _gate(self) -> None:
@@ -834,7 +835,8 @@ class SessionStore:
             The new session's handle (bound to ``user_id``).
 
         Raises:
-            SessionNotFoundError: ``source_id`` does not exist.
+            SessionNotFoundError: ``source_id`` does not exist, or has expired (it reads as
+                empty and ``info`` reports it missing, so its stale history is not copied).
             SessionExistsError: ``new_id`` exists already; nothing was written.
         """
         if self._closed:
