@@ -115,6 +115,20 @@ def test_downgrade_base_without_yes_refuses_and_keeps_every_session(url: str) ->
     assert items_of(url, "s1") == ITEMS
 
 
+def test_a_revision_given_by_its_number_is_ours_of_that_number(url: str) -> None:
+    # `downgrade 0004` is what a person types after reading `current`; Alembic knows the
+    # revision only as agent_session_store_0004 and said "Can't locate revision '0004'".
+    ok("upgrade", "--url", url)
+    refused = fails("downgrade", "0004", "--url", url, match="run again with --yes").stderr
+    assert "downgrade agent_session_store_0004" in refused
+    assert "idempotency keys" in refused
+    moved = ok("downgrade", "3", "--url", url, "--yes").stdout
+    assert moved.strip().endswith("is at revision agent_session_store_0003")
+    again = ok("upgrade", "0004", "--url", url).stdout
+    assert again.strip().endswith("is at revision agent_session_store_0004")
+    assert ok("upgrade", "--url", url).stdout.strip().endswith(migrate.head_revision())
+
+
 def schema(url: str) -> dict[str, set[str]]:
     """Our tables (not the version table) and their columns, as the database has them."""
 

@@ -6,6 +6,7 @@ Alembic is imported inside each command (``migrate``), after the arguments are p
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -20,6 +21,20 @@ from agent_session_store._cli_base import (
     table_names,
 )
 from agent_session_store.errors import SchemaOutOfDateError
+
+#: The prefix of this package's revision ids (``agent_session_store_0004``).
+REVISION_PREFIX = "agent_session_store_"
+
+
+def revision_argument(revision: str) -> str:
+    """``REVISION`` as Alembic names it: a bare number (``0004``, ``4``) is ours of that number.
+
+    Everything else (``head``, ``base``, ``-1``, a full id, a host's revision) is passed on as
+    given, for Alembic to place or refuse.
+    """
+    if re.fullmatch(r"\d{1,4}", revision):
+        return f"{REVISION_PREFIX}{int(revision):04d}"
+    return revision
 
 
 def _migrate(target: Target, move: Any, revision: str) -> str | None:
@@ -41,6 +56,7 @@ def upgrade_command(target: Target, revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
     from agent_session_store import migrate
 
+    revision = revision_argument(revision)
     click.echo(f"{target.shown_url} is at revision {_migrate(target, migrate.upgrade, revision)}")
 
 
@@ -49,8 +65,14 @@ def upgrade_command(target: Target, revision: str) -> None:
 @click.argument("revision")
 @click.option("--yes", is_flag=True, help="Needed for any step that drops tables or columns.")
 def downgrade_command(target: Target, revision: str, yes: bool) -> None:
-    """Migrate the schema down to REVISION (every step drops data: asks for --yes)."""
+    """Migrate the schema down to REVISION (every step drops data: asks for --yes).
+
+    REVISION: base, a relative step such as -1, or one of ours by its number (0004, or 4) or
+    its full id (agent_session_store_0004); `current` prints the database's.
+    """
     from agent_session_store import migrate
+
+    revision = revision_argument(revision)
 
     async def work() -> str | None:
         async with open_store(target) as store:
