@@ -68,9 +68,16 @@ def tables() -> tuple[Table, Table]:
     return models.AgentSession.__table__, models.AgentMessage.__table__  # type: ignore[attr-defined]
 
 
-def keys_table() -> Table:
-    """The store's default idempotency keys table."""
-    return make_models(None).AgentKey.__table__  # type: ignore[attr-defined,no-any-return]
+def head_tables() -> list[Table]:
+    """Every table of the schema at head (what ``alembic upgrade head`` makes), default names."""
+    models = make_models(None)
+    return [
+        models.AgentSession.__table__,  # type: ignore[attr-defined]
+        models.AgentMessage.__table__,  # type: ignore[attr-defined]
+        models.AgentKey.__table__,  # type: ignore[attr-defined]
+        models.AgentArchivedItem.__table__,  # type: ignore[attr-defined]
+        models.AgentUsage.__table__,  # type: ignore[attr-defined]
+    ]
 
 
 TENANT_KINDS = [
@@ -110,10 +117,14 @@ def for_tenant(engine: AsyncEngine, schema: str | None) -> AsyncEngine:
 
 
 async def create_tables_in(engine: AsyncEngine, schema: str | None) -> None:
-    """Create the store's tables in ``schema`` with plain Core (as a host's migration would)."""
-    s, m = tables()
+    """Create the store's tables in ``schema`` with plain Core (as a host's migration would).
+
+    All five of the schema at head: a host's migration makes the archive and usage tables
+    too, and the store's removals (``delete_sessions``, ``erase_user``) touch them.
+    """
+    found = head_tables()
     async with for_tenant(engine, schema).begin() as conn:
-        await conn.run_sync(s.metadata.create_all, tables=[s, m, keys_table()])
+        await conn.run_sync(found[0].metadata.create_all, tables=found)
 
 
 async def table_names(engine: AsyncEngine, schema: str | None) -> set[str]:
